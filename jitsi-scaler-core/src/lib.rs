@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod backoff;
 pub mod clock;
 pub mod group;
 pub mod instance;
