@@ -1,0 +1,219 @@
+//! Which instances count: state freshness, shutting-down, tracked and untracked instances
+//! (scaling-algorithms.md §1).
+
+use std::collections::HashSet;
+
+use crate::clock::UnixMillis;
+use crate::instance::{CloudInstance, InstanceRecord};
+
+/// State lifetimes and metric retention (the reference's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// Lifetime of a state after its last report (`IDLE_TTL_SEC`, 300 s).
+    pub idle_ttl_ms: i64,
+    /// Lifetime of a launch placeholder (`PROVISIONING_TTL_SEC`, 900 s).
+    pub provisioning_ttl_ms: i64,
+    /// Lifetime of a shutting-down instance's state (`SHUTDOWN_STATUS_TTL_SEC`, 600 s).
+    pub shutdown_ttl_ms: i64,
+    /// Metric sample retention (`METRIC_TTL_SEC`, 3600 s).
+    pub metric_ttl_ms: i64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            idle_ttl_ms: 300_000,
+            provisioning_ttl_ms: 900_000,
+            shutdown_ttl_ms: 600_000,
+            metric_ttl_ms: 3_600_000,
+        }
+    }
+}
+
+impl Timings {
+    /// The lifetime that applies to a record now.
+    pub fn ttl_of(&self, record: &InstanceRecord) -> i64 {
+        if record.is_shutting_down() {
+            self.shutdown_ttl_ms
+        } else if record.is_provisioning() {
+            self.provisioning_ttl_ms
+        } else {
+            self.idle_ttl_ms
+        }
+    }
+
+    /// The record's state has expired at `now`.
+    pub fn is_expired(&self, record: &InstanceRecord, now: UnixMillis) -> bool {
+        record.state.timestamp + self.ttl_of(record) < now
+    }
+
+    /// The longest any state can live: stores keep a state at least this long after its last
+    /// write.
+    pub fn max_state_ttl_ms(&self) -> i64 {
+        self.idle_ttl_ms
+            .max(self.provisioning_ttl_ms)
+            .max(self.shutdown_ttl_ms)
+    }
+
+    /// The record has no usable stats: none reported, or its last report is older than the
+    /// idle lifetime while polls keep it alive (R5).
+    pub fn has_no_status(&self, record: &InstanceRecord, now: UnixMillis) -> bool {
+        record.state.status.has_no_stats()
+            || record
+                .state
+                .reported_at
+                .is_none_or(|at| at + self.idle_ttl_ms < now)
+    }
+}
+
+/// A group's instances sorted by what counts.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory<'a> {
+    /// Live and not shutting down: the group's count (placeholders included).
+    pub active: Vec<&'a InstanceRecord>,
+    /// Live and shutting down.
+    pub shutting_down: Vec<&'a InstanceRecord>,
+    /// Expired: to be removed from the store.
+    pub expired: Vec<&'a InstanceRecord>,
+}
+
+impl<'a> Inventory<'a> {
+    /// Sorts records by freshness and shutdown.
+    pub fn build(records: &'a [InstanceRecord], now: UnixMillis, timings: &Timings) -> Self {
+        let mut inv = Inventory {
+            active: Vec::with_capacity(records.len()),
+            ..Inventory::default()
+        };
+        for r in records {
+            if timings.is_expired(r, now) {
+                inv.expired.push(r);
+            } else if r.is_shutting_down() {
+                inv.shutting_down.push(r);
+            } else {
+                inv.active.push(r);
+            }
+        }
+        inv
+    }
+
+    /// Tracked instances not shutting down.
+    pub fn count(&self) -> u32 {
+        self.active.len() as u32
+    }
+
+    /// Live instances including those shutting down (the report's `count`).
+    pub fn live(&self) -> impl Iterator<Item = &'a InstanceRecord> + '_ {
+        self.active.iter().chain(self.shutting_down.iter()).copied()
+    }
+
+    /// Cloud instances that are running or provisioning but have no live state (shutting-down
+    /// states count as tracked).
+    pub fn untracked<'c>(&self, cloud: &'c [CloudInstance]) -> Vec<&'c CloudInstance> {
+        if cloud.is_empty() {
+            return Vec::new();
+        }
+        let tracked: HashSet<&str> = self.live().map(|r| r.state.instance_id.as_str()).collect();
+        cloud
+            .iter()
+            .filter(|c| c.is_running() && !tracked.contains(c.instance_id.as_str()))
+            .collect()
+    }
+}
+
+/// Cloud instances running or provisioning (the cloud guard's count).
+pub fn cloud_running(cloud: &[CloudInstance]) -> u32 {
+    cloud.iter().filter(|c| c.is_running()).count() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instance::{InstanceFlags, InstanceState, Metadata};
+
+    const NOW: UnixMillis = 10_000_000;
+
+    pub(crate) fn reported(id: &str, age_s: i64) -> InstanceRecord {
+        let mut state = InstanceState::polled(id, "JVB", Metadata::default(), NOW - age_s * 1000);
+        state.reported_at = Some(state.timestamp);
+        state.status.stats = Some(Default::default());
+        InstanceRecord {
+            state,
+            flags: InstanceFlags::default(),
+        }
+    }
+
+    fn cloud(id: &str, status: &str) -> CloudInstance {
+        CloudInstance {
+            instance_id: id.into(),
+            display_name: id.into(),
+            cloud_status: status.into(),
+            created_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn ttls_depend_on_the_state() {
+        let t = Timings::default();
+        let fresh = reported("a", 299);
+        let stale = reported("b", 301);
+        let mut placeholder = reported("c", 800);
+        placeholder.state.status.provisioning = true;
+        let mut draining = reported("d", 599);
+        draining.flags.shutdown_requested_ms = Some(NOW);
+        let mut gone = reported("e", 601);
+        gone.state.shutdown_status = true;
+        let records = vec![fresh, stale, placeholder, draining, gone];
+        let inv = Inventory::build(&records, NOW, &t);
+        let ids = |v: &[&InstanceRecord]| {
+            v.iter()
+                .map(|r| r.state.instance_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&inv.active), vec!["a", "c"]);
+        assert_eq!(ids(&inv.shutting_down), vec!["d"]);
+        assert_eq!(ids(&inv.expired), vec!["b", "e"]);
+        assert_eq!(inv.count(), 2);
+        assert_eq!(inv.live().count(), 3);
+    }
+
+    #[test]
+    fn untracked_are_running_cloud_instances_without_live_state() {
+        let mut draining = reported("d", 10);
+        draining.state.is_shutting_down = true;
+        let records = vec![reported("a", 10), draining, reported("old", 1000)];
+        let inv = Inventory::build(&records, NOW, &Timings::default());
+        let list = vec![
+            cloud("a", "RUNNING"),
+            cloud("d", "Running"),
+            cloud("old", "RUNNING"),
+            cloud("new", "provisioning"),
+            cloud("stopped", "STOPPED"),
+            cloud("t", "TERMINATED"),
+        ];
+        let untracked: Vec<&str> = inv
+            .untracked(&list)
+            .iter()
+            .map(|c| c.instance_id.as_str())
+            .collect();
+        assert_eq!(untracked, vec!["old", "new"]);
+        assert_eq!(cloud_running(&list), 4);
+    }
+
+    #[test]
+    fn poll_only_or_stale_reports_have_no_status() {
+        let t = Timings::default();
+        let polled = InstanceRecord {
+            state: InstanceState::polled("p", "JVB", Metadata::default(), NOW),
+            flags: InstanceFlags::default(),
+        };
+        assert!(t.has_no_status(&polled, NOW));
+        let mut r = reported("r", 10);
+        assert!(!t.has_no_status(&r, NOW));
+        r.state.reported_at = Some(NOW - 301_000);
+        r.state.timestamp = NOW;
+        assert!(
+            t.has_no_status(&r, NOW),
+            "polls keep it alive, its stats are stale"
+        );
+    }
+}
