@@ -53,6 +53,38 @@ impl Clock for TokioClock {
     }
 }
 
+/// A clock moved by hand (tests of stores and decisions).
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock reading `now_ms`.
+    pub fn new(now_ms: UnixMillis) -> Self {
+        Self {
+            now: std::sync::atomic::AtomicI64::new(now_ms),
+        }
+    }
+
+    /// Sets the time.
+    pub fn set(&self, now_ms: UnixMillis) {
+        self.now.store(now_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Moves the time forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.now
+            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> UnixMillis {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Formats a timestamp the way the reference's JavaScript `Date.toISOString()` does:
 /// `YYYY-MM-DDTHH:mm:ss.sssZ`.
 pub fn iso8601(ms: UnixMillis) -> String {
