@@ -262,13 +262,30 @@ where
     assert!(!c.shutdown);
     assert_eq!(c.reconfigure, None);
     assert!(c.sample_written);
+    assert!(c.state_changed, "a new instance");
+    let c = store
+        .check_in(&report("g", report_state("i-1", T0 + 1, T0, 0.6)))
+        .await
+        .expect("same state");
+    assert!(!c.state_changed);
+    let mut draining = report_state("i-1", T0 + 2, T0 + 2, 0.6);
+    draining.is_shutting_down = true;
+    assert!(store.check_in(&report("g", draining)).await.expect("drain").state_changed);
+    store
+        .check_in(&report("g", report_state("i-1", T0 + 3, T0 + 3, 0.4)))
+        .await
+        .expect("back");
     let instances = store.instances("g").await.expect("instances");
     assert_eq!(instances.len(), 1);
     assert_eq!(
         instances[0].state.status.stats.and_then(|s| s.stress_level),
         Some(0.4)
     );
-    assert_eq!(samples_of(&*store, "g", "i-1").await, vec![0.4]);
+    assert_eq!(
+        samples_of(&*store, "g", "i-1").await,
+        vec![0.4, 0.6, 0.4],
+        "the draining report wrote none"
+    );
     store
         .update_flags(
             &[FlagUpdate::RequestShutdown {

@@ -345,6 +345,12 @@ impl Store for MemoryStore {
             }
             _ => check_in.state.clone(),
         };
+        commands.state_changed = previous.is_none_or(|p| {
+            p.status.jibri_status.map(|j| j.busy_status)
+                != new_state.status.jibri_status.map(|j| j.busy_status)
+                || p.shutdown_status != new_state.shutdown_status
+                || p.is_shutting_down != new_state.is_shutting_down
+        });
         if let CheckInKind::Report {
             sample: Some(value),
         } = check_in.kind

@@ -147,6 +147,8 @@ pub enum CheckInKind {
 ///    shutting down, and `reportTimestamp` differs from the stored one: append the sample and
 ///    drop the instance's samples older than `sample_retention_ms`.
 /// 5. Keep the state for `state_retention_ms` after this check-in; audit `latest-status`.
+/// 6. Answer `state_changed` when there was no live state, or the Jibri busy status, the
+///    sidecar's `shutdownStatus` or the state's `isShuttingDown` differ from the stored ones.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckIn {
     /// The group the state is filed under.
@@ -176,6 +178,9 @@ pub struct Commands {
     pub reconfigure_delivered: bool,
     /// A metric sample was recorded.
     pub sample_written: bool,
+    /// The instance is new, or its Jibri busy status or shutting-down state changed: worth an
+    /// early reconcile.
+    pub state_changed: bool,
 }
 
 /// A change of one instance's flags. Expiries are absolute.
