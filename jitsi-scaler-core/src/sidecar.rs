@@ -10,7 +10,8 @@ use serde_json::value::RawValue;
 
 use crate::clock::{UnixMillis, parse_iso8601};
 use crate::instance::{
-    BusyStatus, ComponentStatsWire, HealthStatus, InstanceState, InstanceStatus, InstanceType, Metadata, TypeClass,
+    BusyStatus, ComponentStatsWire, HealthStatus, InstanceState, InstanceStatus, InstanceType,
+    Metadata, TypeClass,
 };
 
 /// Group name of reports that name none (the reference's default).
@@ -43,7 +44,10 @@ pub struct InstanceDetails {
 impl InstanceDetails {
     /// The group the instance is filed under (`default` when absent or empty).
     pub fn group_name(&self) -> &str {
-        self.group.as_deref().filter(|g| !g.is_empty()).unwrap_or(DEFAULT_GROUP)
+        self.group
+            .as_deref()
+            .filter(|g| !g.is_empty())
+            .unwrap_or(DEFAULT_GROUP)
     }
 }
 
@@ -80,7 +84,8 @@ fn details_from_raw(raw: Box<RawValue>, field: &'static str) -> Result<InstanceD
     if !raw.get().trim_start().starts_with('{') {
         return Err(WireError::Malformed(format!("{field} must be an object")));
     }
-    let wire: DetailsWire = serde_json::from_str(raw.get()).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let wire: DetailsWire =
+        serde_json::from_str(raw.get()).map_err(|e| WireError::Malformed(e.to_string()))?;
     let instance_id = wire
         .instance_id
         .and_then(IdWire::into_string)
@@ -89,7 +94,10 @@ fn details_from_raw(raw: Box<RawValue>, field: &'static str) -> Result<InstanceD
         .ok_or(WireError::MissingField(field))?;
     Ok(InstanceDetails {
         instance_id,
-        instance_type: wire.instance_type.and_then(IdWire::into_string).unwrap_or_default(),
+        instance_type: wire
+            .instance_type
+            .and_then(IdWire::into_string)
+            .unwrap_or_default(),
         group: wire.group.and_then(IdWire::into_string),
         metadata: Metadata::from_raw(raw),
     })
@@ -97,7 +105,8 @@ fn details_from_raw(raw: Box<RawValue>, field: &'static str) -> Result<InstanceD
 
 /// Parses the body of `/sidecar/poll` and `/sidecar/shutdown`.
 pub fn parse_instance_details(body: &[u8]) -> Result<InstanceDetails, WireError> {
-    let raw: Box<RawValue> = serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let raw: Box<RawValue> =
+        serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
     details_from_raw(raw, "instanceId")
 }
 
@@ -152,9 +161,11 @@ pub fn parse_stats_report(body: &[u8]) -> Result<StatsReport, WireError> {
         };
         return Err(WireError::Malformed(reason));
     }
-    let wire: ReportWire = serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let wire: ReportWire =
+        serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
     let instance = details_from_raw(
-        wire.instance.ok_or(WireError::MissingField("instance.instanceId"))?,
+        wire.instance
+            .ok_or(WireError::MissingField("instance.instanceId"))?,
         "instance.instanceId",
     )?;
     let (stats, stats_empty) = match &wire.stats {
@@ -194,13 +205,21 @@ pub struct SidecarResponse {
 /// The type class a report is read with: the group's type wins over the instance's (R2).
 /// `None` for an unknown type: the state is stored without stats and yields no sample.
 pub fn report_class(group_type: Option<InstanceType>, instance_type: &str) -> Option<TypeClass> {
-    group_type.or_else(|| InstanceType::parse(instance_type)).map(InstanceType::class)
+    group_type
+        .or_else(|| InstanceType::parse(instance_type))
+        .map(InstanceType::class)
 }
 
 /// What a report says of an instance (§8.2), with the server's receive time.
-pub fn state_from_report(report: &StatsReport, class: Option<TypeClass>, received_at: UnixMillis) -> InstanceState {
+pub fn state_from_report(
+    report: &StatsReport,
+    class: Option<TypeClass>,
+    received_at: UnixMillis,
+) -> InstanceState {
     let status = match class {
-        Some(class) if !report.stats_empty && !report.stats_error => InstanceStatus::from_stats(class, &report.stats),
+        Some(class) if !report.stats_empty && !report.stats_error => {
+            InstanceStatus::from_stats(class, &report.stats)
+        }
         _ => InstanceStatus::default(),
     };
     let is_shutting_down = report.shutdown_status || status.is_draining();
@@ -231,7 +250,11 @@ pub fn reconfigure_complete_ms(report: &StatsReport) -> Option<UnixMillis> {
 
 /// The metric sample a state yields (§8.1): availability types 1 per idle (and, unless
 /// `count_unhealthy`, healthy) Jibri, else 0; stress types their `stress_level`, or none.
-pub fn sample_of(state: &InstanceState, class: Option<TypeClass>, count_unhealthy: bool) -> Option<f64> {
+pub fn sample_of(
+    state: &InstanceState,
+    class: Option<TypeClass>,
+    count_unhealthy: bool,
+) -> Option<f64> {
     match class? {
         TypeClass::Availability => {
             let idle = state.status.jibri_status.is_some_and(|j| {
@@ -273,13 +296,22 @@ mod tests {
         assert_eq!(state.timestamp, NOW, "server time, not the sidecar's");
         assert_eq!(state.report_timestamp, Some(1_795_346_890_252));
         assert_eq!(sample_of(&state, class, false), Some(1.0));
-        assert_eq!(state.metadata.get_str("privateIp").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            state.metadata.get_str("privateIp").as_deref(),
+            Some("127.0.0.1")
+        );
 
         let hook = parse_stats_report(HOOK.as_bytes()).expect("hook");
         let state = state_from_report(&hook, class, NOW);
         assert_eq!(sample_of(&state, class, false), Some(0.0));
-        assert_eq!(state.last_reconfigured.as_deref(), Some("2026-01-01T00:00:00.000Z"));
-        assert_eq!(reconfigure_complete_ms(&hook), parse_iso8601("2026-01-01T00:00:00.000Z"));
+        assert_eq!(
+            state.last_reconfigured.as_deref(),
+            Some("2026-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            reconfigure_complete_ms(&hook),
+            parse_iso8601("2026-01-01T00:00:00.000Z")
+        );
 
         let jvb = parse_stats_report(JVB.as_bytes()).expect("jvb");
         let class = report_class(None, "JVB");
@@ -290,9 +322,15 @@ mod tests {
 
     #[test]
     fn the_group_type_wins_and_unknown_types_yield_no_sample() {
-        assert_eq!(report_class(Some(InstanceType::Jvb), "jibri"), Some(TypeClass::Stress));
+        assert_eq!(
+            report_class(Some(InstanceType::Jvb), "jibri"),
+            Some(TypeClass::Stress)
+        );
         assert_eq!(report_class(None, "jvb"), Some(TypeClass::Stress));
-        assert_eq!(report_class(None, "availability"), Some(TypeClass::Availability));
+        assert_eq!(
+            report_class(None, "availability"),
+            Some(TypeClass::Availability)
+        );
         assert_eq!(report_class(None, "toaster"), None);
         let r = parse_stats_report(JVB.as_bytes()).expect("jvb");
         let state = state_from_report(&r, None, NOW);
@@ -319,18 +357,36 @@ mod tests {
         let body = JVB.replace("\"graceful_shutdown\":false", "\"graceful_shutdown\":true");
         let r = parse_stats_report(body.as_bytes()).expect("parse");
         assert!(state_from_report(&r, Some(TypeClass::Stress), NOW).is_shutting_down);
-        let sick = JIBRI.replace("\"healthStatus\":\"HEALTHY\",\"details\":{\"JibriManager\"", "\"healthStatus\":\"UNHEALTHY\",\"details\":{\"JibriManager\"");
+        let sick = JIBRI.replace(
+            "\"healthStatus\":\"HEALTHY\",\"details\":{\"JibriManager\"",
+            "\"healthStatus\":\"UNHEALTHY\",\"details\":{\"JibriManager\"",
+        );
         let r = parse_stats_report(sick.as_bytes()).expect("parse");
         let state = state_from_report(&r, Some(TypeClass::Availability), NOW);
-        assert_eq!(sample_of(&state, Some(TypeClass::Availability), false), Some(0.0));
-        assert_eq!(sample_of(&state, Some(TypeClass::Availability), true), Some(1.0));
+        assert_eq!(
+            sample_of(&state, Some(TypeClass::Availability), false),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample_of(&state, Some(TypeClass::Availability), true),
+            Some(1.0)
+        );
     }
 
     #[test]
     fn bad_bodies_are_errors_with_a_reason() {
-        assert!(matches!(parse_stats_report(b"{\"instance\":"), Err(WireError::Malformed(_))));
-        assert!(matches!(parse_stats_report(b""), Err(WireError::Malformed(_))));
-        assert!(matches!(parse_stats_report(b"[1]"), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            parse_stats_report(b"{\"instance\":"),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_stats_report(b""),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_stats_report(b"[1]"),
+            Err(WireError::Malformed(_))
+        ));
         assert_eq!(
             parse_stats_report(b"{\"stats\":{}}").err(),
             Some(WireError::MissingField("instance.instanceId"))
@@ -339,13 +395,27 @@ mod tests {
             parse_stats_report(b"{\"instance\":{\"instanceId\":\"  \"}}").err(),
             Some(WireError::MissingField("instance.instanceId"))
         );
-        assert!(matches!(parse_stats_report(b"{\"instance\":\"i-1\"}"), Err(WireError::Malformed(_))));
-        assert_eq!(parse_instance_details(b"{}").err(), Some(WireError::MissingField("instanceId")));
-        assert!(matches!(parse_instance_details(b"nope"), Err(WireError::Malformed(_))));
-        let d = parse_instance_details(br#"{"instanceId":12345,"instanceType":"JVB","group":"g","extra":{"a":1}}"#)
-            .expect("numeric id");
+        assert!(matches!(
+            parse_stats_report(b"{\"instance\":\"i-1\"}"),
+            Err(WireError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_instance_details(b"{}").err(),
+            Some(WireError::MissingField("instanceId"))
+        );
+        assert!(matches!(
+            parse_instance_details(b"nope"),
+            Err(WireError::Malformed(_))
+        ));
+        let d = parse_instance_details(
+            br#"{"instanceId":12345,"instanceType":"JVB","group":"g","extra":{"a":1}}"#,
+        )
+        .expect("numeric id");
         assert_eq!(d.instance_id, "12345");
-        assert_eq!(d.metadata.as_json(), r#"{"instanceId":12345,"instanceType":"JVB","group":"g","extra":{"a":1}}"#);
+        assert_eq!(
+            d.metadata.as_json(),
+            r#"{"instanceId":12345,"instanceType":"JVB","group":"g","extra":{"a":1}}"#
+        );
         // Odd optional fields do not fail the report.
         let odd = r#"{"instance":{"instanceId":"i","instanceType":7},"stats":"x","timestamp":"soon","shutdownStatus":"yes","reconfigureComplete":null}"#;
         let r = parse_stats_report(odd.as_bytes()).expect("lenient");
@@ -361,11 +431,17 @@ mod tests {
             shutdown: false,
             reconfigure: None,
         };
-        assert_eq!(serde_json::to_string(&none).expect("json"), r#"{"shutdown":false,"reconfigure":null}"#);
+        assert_eq!(
+            serde_json::to_string(&none).expect("json"),
+            r#"{"shutdown":false,"reconfigure":null}"#
+        );
         let ack = SidecarResponse {
             shutdown: false,
             reconfigure: Some(String::new()),
         };
-        assert_eq!(serde_json::to_string(&ack).expect("json"), r#"{"shutdown":false,"reconfigure":""}"#);
+        assert_eq!(
+            serde_json::to_string(&ack).expect("json"),
+            r#"{"shutdown":false,"reconfigure":""}"#
+        );
     }
 }

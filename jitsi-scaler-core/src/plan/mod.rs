@@ -103,6 +103,10 @@ pub struct GroupDecision<'a> {
     pub desired_changed: bool,
     /// Expired states, to remove.
     pub expired: Vec<&'a InstanceRecord>,
+    /// Live instances not counted because they are shutting down.
+    pub shutting_down: Vec<&'a InstanceRecord>,
+    /// Live instances counted (not shutting down).
+    pub active: Vec<&'a InstanceRecord>,
     /// Tracked instances not shutting down.
     pub count: u32,
     /// Running cloud instances without a live state (0 when the cloud list is unknown).
@@ -113,10 +117,20 @@ pub struct GroupDecision<'a> {
     pub victims: Victims<'a>,
 }
 
-impl GroupDecision<'_> {
+impl<'a> GroupDecision<'a> {
     /// The desired count this pass ends with.
     pub fn desired(&self) -> u32 {
         self.group.scaling_options.desired_count
+    }
+
+    /// Every live instance (counted or shutting down).
+    pub fn live(&self) -> impl Iterator<Item = &'a InstanceRecord> + '_ {
+        self.active.iter().chain(self.shutting_down.iter()).copied()
+    }
+
+    /// Counted instances that are not launch placeholders.
+    pub fn running(&self) -> u32 {
+        self.active.iter().filter(|r| !r.is_provisioning()).count() as u32
     }
 }
 
@@ -245,6 +259,8 @@ pub fn decide_group<'a>(
         autoscale,
         desired_changed,
         expired: inventory.expired,
+        shutting_down: inventory.shutting_down,
+        active: inventory.active,
         count,
         untracked,
         launch,

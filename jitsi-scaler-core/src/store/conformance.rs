@@ -270,7 +270,13 @@ where
     assert!(!c.state_changed);
     let mut draining = report_state("i-1", T0 + 2, T0 + 2, 0.6);
     draining.is_shutting_down = true;
-    assert!(store.check_in(&report("g", draining)).await.expect("drain").state_changed);
+    assert!(
+        store
+            .check_in(&report("g", draining))
+            .await
+            .expect("drain")
+            .state_changed
+    );
     store
         .check_in(&report("g", report_state("i-1", T0 + 3, T0 + 3, 0.4)))
         .await

@@ -285,12 +285,26 @@ pub struct GroupRuntime {
     /// Since when desired and count differ (D2 convergence lag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap_since_ms: Option<UnixMillis>,
+    /// The convergence warning was logged for the current gap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap_warned: bool,
     /// Consecutive sanity runs each untracked cloud instance was seen (orphan policy).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub orphan_streaks: BTreeMap<String, u32>,
-    /// Failed server-side terminations per instance, with the time of the next attempt.
+    /// Per instance: no terminate call before this time (after a failure, with back-off; after
+    /// a success, while the instance disappears).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub terminate_retry_at_ms: BTreeMap<String, UnixMillis>,
+    pub terminate_retry_at_ms: BTreeMap<String, TerminateRetry>,
+}
+
+/// When an instance may be terminated again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminateRetry {
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Not before this time.
+    pub at_ms: UnixMillis,
 }
 
 /// Everything a reconcile reads for one group, in one store call.
