@@ -1,0 +1,672 @@
+//! Engine tests: a real `Scaler` over a memory store, a fake cloud and simulated sidecars, on
+//! paused tokio time.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jitsi_scaler_core::engine::{EngineEvent, Scaler};
+use jitsi_scaler_core::leader::{FencingToken, Leadership, LeadershipStatus};
+use jitsi_scaler_core::plan::{Autoscale, LaunchPlan};
+use jitsi_scaler_core::policy::{Decision, Direction, HoldReason};
+use jitsi_scaler_core::provider::{MockCloudProvider, ProviderError, ProviderRegistry};
+use jitsi_scaler_core::store::{Expect, GroupRecord, MemoryStore, Store, StoreError};
+use serde_json::json;
+use support::*;
+use tokio::time::advance;
+use tokio_util::sync::CancellationToken;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_raises_desired_and_the_launcher_launches() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 1, 2, 5)).await;
+    h.load("jvb", &["a", "b"], 0.9, 120, 30).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(matches!(
+        r.autoscale,
+        Some(Autoscale::Ran {
+            decision: Decision::Scale {
+                direction: Direction::Up,
+                to: 3,
+                ..
+            },
+            ..
+        })
+    ));
+    assert_eq!(h.desired("jvb").await, 3);
+    assert_eq!(r.launched.len(), 1);
+    assert_eq!(h.cloud.launched_count(), 1);
+    assert_eq!(
+        h.ids("jvb").await.len(),
+        3,
+        "the placeholder counts at once"
+    );
+    let audit = h.store.group_audit("jvb").await.unwrap().unwrap();
+    assert_eq!(
+        audit.auto_scaler_action_items[0].action_type,
+        "increaseDesiredCount"
+    );
+    assert_eq!(audit.launcher_action_items[0].action_type, "scaleUp");
+    assert_eq!(audit.launcher_action_items[0].scale_quantity, 1);
+    // The cooldown holds the autoscaler; count == desired: the launcher idles.
+    advance(secs(10)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.autoscale, Some(Autoscale::Cooldown));
+    assert_eq!(r.launch, Some(LaunchPlan::Idle));
+    assert_eq!(h.cloud.launched_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scale_down_drains_then_terminates_on_confirmation() {
+    let h = Harness::new();
+    let mut g = jvb_group("jvb", 1, 3, 5);
+    g.termination_policy = Some(jitsi_scaler_core::group::TerminationPolicy::OnConfirm);
+    h.put(g).await;
+    h.load("jvb", &["a", "b", "c"], 0.1, 120, 30).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(h.desired("jvb").await, 2);
+    assert_eq!(r.flagged.len(), 1);
+    let victim = r.flagged[0].clone();
+    let c = h.jvb("jvb", &victim, 0.1).await;
+    assert!(c.shutdown, "the victim's sidecar is told to shut down");
+    assert!(!c.sample_written);
+    // Draining, not yet confirmed: nothing terminated.
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.terminated.is_empty());
+    assert_eq!(
+        r.launch,
+        Some(LaunchPlan::Idle),
+        "the victim no longer counts"
+    );
+    h.confirm("jvb", &victim).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.terminated, vec![victim.clone()]);
+    assert_eq!(h.cloud.terminations(), vec![victim.clone()]);
+    assert!(
+        !h.ids("jvb").await.contains(&victim),
+        "its state is removed"
+    );
+    let audit = h.store.instance_audit("jvb").await.unwrap();
+    let a = audit.iter().find(|a| a.instance_id == victim).unwrap();
+    assert!(
+        a.request_to_terminate.is_some()
+            && a.termination_confirmation.is_some()
+            && a.server_terminate.is_some()
+    );
+    // A second confirmation does not terminate twice.
+    h.confirm("jvb", &victim).await;
+    h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(h.cloud.terminations().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sidecar_policy_never_terminates() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 1, 2, 5)).await;
+    h.load("jvb", &["a", "b"], 0.1, 120, 30).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    let victim = r.flagged[0].clone();
+    h.confirm("jvb", &victim).await;
+    advance(secs(7200)).await;
+    h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(h.cloud.terminations().is_empty());
+}
+
+fn timeout_group() -> jitsi_scaler_core::group::Group {
+    let mut g = jvb_group("jvb", 1, 2, 5);
+    g.termination_policy = Some(jitsi_scaler_core::group::TerminationPolicy::OnConfirmOrTimeout);
+    g.drain_timeout_sec = Some(600);
+    g
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_that_never_ends_is_terminated_after_the_timeout() {
+    let h = Harness::new();
+    h.put(timeout_group()).await;
+    h.load("jvb", &["a", "b"], 0.1, 120, 30).await;
+    let victim = h.scaler.reconcile_now("jvb").await.unwrap().flagged[0].clone();
+    // The victim keeps reporting (a long conference) but never confirms.
+    for _ in 0..9 {
+        advance(secs(60)).await;
+        h.jvb("jvb", &victim, 0.5).await;
+        h.jvb("jvb", if victim == "a" { "b" } else { "a" }, 0.5)
+            .await;
+        let r = h.scaler.reconcile_now("jvb").await.unwrap();
+        assert!(r.terminated.is_empty(), "not before the timeout");
+    }
+    advance(secs(61)).await;
+    h.jvb("jvb", &victim, 0.5).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.terminated, vec![victim]);
+    assert!(h.observer.events().iter().any(|e| matches!(
+        e,
+        EngineEvent::Terminated {
+            reason: "drain_timeout",
+            ..
+        }
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_instance_that_goes_silent_is_terminated() {
+    let h = Harness::new();
+    h.put(timeout_group()).await;
+    h.load("jvb", &["a", "b"], 0.1, 120, 30).await;
+    let victim = h.scaler.reconcile_now("jvb").await.unwrap().flagged[0].clone();
+    advance(secs(120)).await;
+    assert!(
+        h.scaler
+            .reconcile_now("jvb")
+            .await
+            .unwrap()
+            .terminated
+            .is_empty()
+    );
+    advance(secs(61)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.terminated, vec![victim]);
+    assert!(h.observer.events().iter().any(|e| matches!(
+        e,
+        EngineEvent::Terminated {
+            reason: "silent",
+            ..
+        }
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_backs_launches_off_for_at_least_retry_after() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 2, 2, 5)).await;
+    h.cloud.script(Next::Fail(ProviderError::Throttled {
+        retry_after: Some(secs(90)),
+        message: "API rate limit exceeded.".into(),
+    }));
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.launched.is_empty());
+    assert_eq!(h.cloud.launches().len(), 1);
+    let runtime = h.store.snapshot("jvb", 0).await.unwrap().unwrap().runtime;
+    assert_eq!(runtime.launch_failures, 1);
+    assert_eq!(runtime.launch_retry_at_ms, Some(T0 + 90_000));
+    assert_eq!(
+        runtime.pending_launch, None,
+        "the cloud answered: nothing pending"
+    );
+    advance(secs(60)).await;
+    h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(h.cloud.launches().len(), 1, "backing off");
+    advance(secs(31)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 2);
+    let runtime = h.store.snapshot("jvb", 0).await.unwrap().unwrap().runtime;
+    assert_eq!(runtime.launch_failures, 0, "reset on success");
+    let audit = h.store.group_audit("jvb").await.unwrap().unwrap();
+    assert!(
+        audit
+            .launcher_action_items
+            .iter()
+            .any(|l| l.action_type == "launchFailed")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_back_off_exponentially() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 1, 1, 5)).await;
+    for _ in 0..3 {
+        h.cloud.script(Next::Fail(ProviderError::Transient(
+            "502 Bad Gateway".into(),
+        )));
+    }
+    let mut attempts_at = Vec::new();
+    for t in 0..300 {
+        let before = h.cloud.launches().len();
+        h.scaler.reconcile_now("jvb").await.unwrap();
+        if h.cloud.launches().len() > before {
+            attempts_at.push(t);
+        }
+        advance(secs(1)).await;
+    }
+    assert_eq!(
+        attempts_at,
+        vec![0, 30, 90, 210],
+        "30 s, 60 s, 120 s between attempts"
+    );
+    assert_eq!(h.ids("jvb").await.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_launch_records_what_launched() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 3, 3, 5)).await;
+    h.cloud.script(Next::Partial(
+        2,
+        ProviderError::Capacity("Out of host capacity".into()),
+    ));
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 2);
+    assert_eq!(h.ids("jvb").await.len(), 2);
+    let audit = h.store.group_audit("jvb").await.unwrap().unwrap();
+    let up = audit
+        .launcher_action_items
+        .iter()
+        .find(|l| l.action_type == "scaleUp")
+        .unwrap();
+    assert_eq!(up.scale_quantity, 2);
+    let runtime = h.store.snapshot("jvb", 0).await.unwrap().unwrap().runtime;
+    assert_eq!(runtime.launch_failures, 1);
+    assert!(runtime.last_launch_error.unwrap().contains("capacity"));
+    advance(secs(30)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 1, "the missing one, after the back-off");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_instance_expires_is_replaced_and_silence_never_scales_down() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 1, 2, 5)).await;
+    h.load("jvb", &["a", "b"], 0.5, 60, 30).await;
+    // Nobody reports any more: no data, so no scale-down decision.
+    advance(secs(200)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(matches!(
+        r.autoscale,
+        Some(Autoscale::Ran {
+            decision: Decision::Hold(HoldReason::NoData),
+            ..
+        })
+    ));
+    assert_eq!(h.desired("jvb").await, 2);
+    assert!(h.observer.events().iter().any(|e| matches!(
+        e,
+        EngineEvent::DecisionSkipped {
+            reason: "no_data",
+            ..
+        }
+    )));
+    // "b" keeps reporting, "a" stays silent past the idle TTL (300 s): it expires and is replaced.
+    for _ in 0..3 {
+        h.jvb("jvb", "b", 0.5).await;
+        advance(secs(30)).await;
+    }
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.expired, vec!["a".to_owned()]);
+    assert_eq!(r.launched.len(), 1);
+    assert!(!h.ids("jvb").await.contains(&"a".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn untracked_cloud_instances_reduce_launches() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 0, 0, 5)).await;
+    h.cloud.add_untracked("ghost-1");
+    h.cloud.add_untracked("ghost-2");
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.listed, "the first pass lists the cloud");
+    let mut rec = h.group("jvb").await;
+    rec.group.scaling_options.desired_count = 4;
+    h.store.put_group(&rec, Expect::Any, None).await.unwrap();
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(
+        r.launch,
+        Some(LaunchPlan::Launch { quantity: 2 }),
+        "4 wanted, 2 already run untracked"
+    );
+    assert_eq!(r.launched.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_untracked_throttle_skips_instead_of_failing() {
+    let mut o = options();
+    o.pass.max_throttle_threshold = 3;
+    let h = Harness::with_options(o);
+    h.put(jvb_group("jvb", 0, 0, 10)).await;
+    for i in 0..3 {
+        h.cloud.add_untracked(&format!("ghost-{i}"));
+    }
+    h.scaler.reconcile_now("jvb").await.unwrap(); // lists the cloud
+    let mut g = h.group("jvb").await;
+    g.group.scaling_options.desired_count = 8;
+    h.store.put_group(&g, Expect::Any, None).await.unwrap();
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(
+        r.launch,
+        Some(LaunchPlan::Throttled {
+            untracked: 3,
+            threshold: 3
+        })
+    );
+    assert!(h.cloud.launches().is_empty());
+    let audit = h.store.group_audit("jvb").await.unwrap().unwrap();
+    assert_eq!(
+        audit.launcher_action_items[0].action_type,
+        "launchThrottled"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn instances_launched_under_protection_are_never_chosen() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 0, 2, 5)).await;
+    let mut rec = h.group("jvb").await;
+    rec.protected_until_ms = Some(T0 + 600_000);
+    h.store.put_group(&rec, Expect::Any, None).await.unwrap();
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    let protected = r.launched.clone();
+    assert_eq!(protected.len(), 2);
+    for id in &protected {
+        assert!(h.store.flags(id).await.unwrap().is_protected(h.now()));
+    }
+    h.jvb("jvb", "x", 0.0).await;
+    for id in &protected {
+        h.jvb("jvb", id, 0.0).await;
+    }
+    let mut rec = h.group("jvb").await;
+    rec.group.scaling_options.desired_count = 0;
+    rec.group.enable_auto_scale = false;
+    h.store.put_group(&rec, Expect::Any, None).await.unwrap();
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launch, Some(LaunchPlan::ScaleDown { victims: 3 }));
+    assert_eq!(
+        r.flagged,
+        vec!["x".to_owned()],
+        "only the unprotected instance"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_period_applies_its_options() {
+    let h = Harness::new();
+    let mut g = jvb_group("jvb", 1, 1, 5);
+    g.scheduled_scaling = Some(
+        serde_json::from_value(json!({"enabled": true, "timezone": "UTC", "periods": [
+            {"name": "always", "dayOfWeek": [0,1,2,3,4,5,6], "startHour": 0, "endHour": 0,
+             "inhibitScaleDown": true, "scalingOptions": {"minDesired": 3, "desiredCount": 3, "maxDesired": 8}}]}))
+        .unwrap(),
+    );
+    h.put(g).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    let rec = h.group("jvb").await;
+    let o = &rec.group.scaling_options;
+    assert_eq!((o.min_desired, o.desired_count, o.max_desired), (3, 3, 8));
+    assert_eq!(
+        rec.group.scheduled_scaling_active_period.as_deref(),
+        Some("always")
+    );
+    assert_eq!(
+        rec.group
+            .scheduled_scaling_base_options
+            .as_ref()
+            .map(|b| b.desired_count),
+        Some(1)
+    );
+    assert!(rec.in_cooldown(h.now()));
+    assert_eq!(r.autoscale, Some(Autoscale::Cooldown));
+    assert_eq!(r.launched.len(), 3);
+    let audit = h.store.group_audit("jvb").await.unwrap().unwrap();
+    let t = &audit.auto_scaler_action_items[0];
+    assert_eq!(t.action_type, "scheduledScalingTransition");
+    assert_eq!(t.detail.as_ref().unwrap()["toPeriod"], "always");
+    assert_eq!(t.detail.as_ref().unwrap()["fromPeriod"], "none");
+    // The period inhibits scale-down even under no load.
+    advance(secs(130)).await;
+    for id in h.ids("jvb").await {
+        h.jvb("jvb", &id, 0.0).await;
+    }
+    advance(secs(61)).await;
+    for id in h.ids("jvb").await {
+        h.jvb("jvb", &id, 0.0).await;
+    }
+    h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(h.desired("jvb").await, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_availability_group_scales_from_zero() {
+    let h = Harness::new();
+    h.put(jibri_group("jibri", 0, 0, 3)).await;
+    let r = h.scaler.reconcile_now("jibri").await.unwrap();
+    assert_eq!(h.desired("jibri").await, 1);
+    assert_eq!(r.launched.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_writes_placeholders_and_calls_no_provider() {
+    let mut o = options();
+    o.dry_run = true;
+    let h = Harness::with_options(o);
+    h.put(jvb_group("jvb", 2, 2, 5)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 2);
+    assert!(h.cloud.launches().is_empty());
+    let states = h.store.instances("jvb").await.unwrap();
+    assert!(
+        states
+            .iter()
+            .all(|s| s.state.dry_run && s.state.status.provisioning)
+    );
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(
+        r.launched.is_empty(),
+        "the placeholders count: no launch every cycle (D10)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_without_answer_is_retried_with_the_same_keys() {
+    let mut o = options();
+    o.provider_timeout = secs(60);
+    let h = Harness::with_options(o);
+    h.put(jvb_group("jvb", 2, 2, 5)).await;
+    h.cloud.script(Next::Hang);
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.launched.is_empty());
+    let pending = h
+        .store
+        .snapshot("jvb", 0)
+        .await
+        .unwrap()
+        .unwrap()
+        .runtime
+        .pending_launch
+        .unwrap();
+    assert_eq!(pending.slots.len(), 2);
+    advance(secs(31)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 2);
+    let launches = h.cloud.launches();
+    assert_eq!(launches.len(), 2);
+    assert_eq!(
+        launches[0].slots, launches[1].slots,
+        "same names and idempotency keys"
+    );
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.launched.is_empty());
+    assert_eq!(
+        h.cloud.running().len(),
+        2,
+        "one instance per slot, never more"
+    );
+}
+
+/// Leads for the first `calls` token reads, then loses the lease.
+#[derive(Debug)]
+struct LosingLeader {
+    calls: AtomicUsize,
+    lead_for: usize,
+    token: FencingToken,
+}
+
+#[async_trait]
+impl Leadership for LosingLeader {
+    fn token(&self) -> Option<FencingToken> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        (n < self.lead_for).then_some(self.token)
+    }
+    async fn run(&self, cancel: CancellationToken) {
+        cancel.cancelled().await;
+    }
+    fn status(&self) -> LeadershipStatus {
+        LeadershipStatus::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn leadership_lost_mid_reconcile_makes_no_further_provider_call() {
+    let clock = Arc::new(jitsi_scaler_core::clock::TokioClock::starting_at(T0));
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    store
+        .put_group(
+            &GroupRecord::new(jvb_group("jvb", 2, 2, 5)),
+            Expect::Any,
+            None,
+        )
+        .await
+        .unwrap();
+    let mut mock = MockCloudProvider::new();
+    mock.expect_name().return_const("fake".to_owned());
+    mock.expect_launch().never();
+    mock.expect_list().never();
+    mock.expect_terminate().never();
+    let scaler = Scaler::builder(store.clone())
+        .providers(ProviderRegistry::new().with(Arc::new(mock)))
+        .leadership(Arc::new(LosingLeader {
+            calls: AtomicUsize::new(0),
+            lead_for: 1,
+            token: 7,
+        }))
+        .clock(clock)
+        .options(options())
+        .build();
+    let r = scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.leader);
+    assert!(r.launched.is_empty());
+    // The intent was persisted for the next leader.
+    let pending = store
+        .snapshot("jvb", 0)
+        .await
+        .unwrap()
+        .unwrap()
+        .runtime
+        .pending_launch;
+    assert_eq!(pending.map(|p| p.slots.len()), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_leader_is_fenced_off_before_any_provider_call() {
+    let clock = Arc::new(jitsi_scaler_core::clock::TokioClock::starting_at(T0));
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    // A newer leader (token 9) already wrote.
+    store
+        .put_group(
+            &GroupRecord::new(jvb_group("jvb", 2, 2, 5)),
+            Expect::Any,
+            Some(9),
+        )
+        .await
+        .unwrap();
+    let mut mock = MockCloudProvider::new();
+    mock.expect_name().return_const("fake".to_owned());
+    mock.expect_launch().never();
+    let scaler = Scaler::builder(store)
+        .providers(ProviderRegistry::new().with(Arc::new(mock)))
+        .leadership(Arc::new(LosingLeader {
+            calls: AtomicUsize::new(0),
+            lead_for: usize::MAX,
+            token: 8,
+        }))
+        .clock(clock)
+        .options(options())
+        .build();
+    let err = scaler.reconcile_now("jvb").await.unwrap_err();
+    assert!(matches!(
+        err,
+        jitsi_scaler_core::engine::EngineError::Store(StoreError::Fenced {
+            token: 8,
+            newest: 9
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_run_loop_reconciles_periodically_and_on_events_and_stops_cleanly() {
+    let h = Harness::new();
+    h.put(jibri_group("jibri", 1, 1, 3)).await;
+    let shutdown = CancellationToken::new();
+    let scaler = h.scaler.clone();
+    let stop = shutdown.clone();
+    let run = tokio::spawn(async move { scaler.run(stop).await });
+    advance(secs(1)).await;
+    tokio::task::yield_now().await;
+    wait_until(|| h.cloud.launched_count() == 1).await;
+    assert!(h.scaler.is_running());
+    let id = h.ids("jibri").await[0].clone();
+    // The Jibri starts recording: a state change triggers a reconcile before the next tick.
+    for _ in 0..3 {
+        h.jibri("jibri", &id, "BUSY").await;
+        advance(secs(60)).await;
+    }
+    wait_until(|| h.cloud.launched_count() == 2).await;
+    assert_eq!(h.desired("jibri").await, 2);
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert!(!h.scaler.is_running());
+    // It can run again after a clean stop.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    h.scaler.run(stop).await.unwrap();
+}
+
+/// Lets spawned tasks progress on paused time until `done` holds (bounded).
+async fn wait_until(done: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        advance(Duration::from_millis(100)).await;
+        tokio::task::yield_now().await;
+    }
+    assert!(done(), "condition not reached within 20 s of paused time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_for_unknown_groups_are_answered_and_create_nothing() {
+    let h = Harness::new();
+    let c = h.jvb("nobody", "i-1", 0.5).await;
+    assert!(!c.shutdown);
+    assert!(h.store.get_group("nobody").await.unwrap().is_none());
+    let report = jitsi_scaler_core::sidecar::parse_stats_report(
+        json!({"instance": {"instanceId": "i-2", "instanceType": "toaster"}, "stats": {}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let result = h.scaler.report(&report).await.unwrap();
+    assert!(!result.known_group && !result.known_type);
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_events_feed_the_gauges() {
+    let h = Harness::new();
+    h.put(jvb_group("jvb", 1, 1, 3)).await;
+    h.scaler.reconcile_now("jvb").await.unwrap();
+    let gauges = h
+        .observer
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EngineEvent::Gauges(g) => Some(g),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((gauges.desired, gauges.min, gauges.max), (1, 1, 3));
+    assert_eq!(gauges.count, 0, "counted before the launch of this pass");
+}
