@@ -1,1 +1,9 @@
-//! placeholder
+//! # jitsi-scaler-server
+//!
+//! The `jitsi-scaler` binary's library: the HTTP API (sidecar endpoints, admin routes, health,
+//! metrics, OpenAPI), authentication, configuration, telemetry, and the wiring of the engine.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod local;
+pub mod sim;

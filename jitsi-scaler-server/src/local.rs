@@ -1,0 +1,1 @@
+//! The `local` provider: instances as child processes running `jitsi-scaler sim-instance`.

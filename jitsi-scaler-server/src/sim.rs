@@ -1,0 +1,1 @@
+//! `jitsi-scaler sim-instance`: a simulated Jitsi component speaking the sidecar protocol.
