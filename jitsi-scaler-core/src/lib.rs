@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod provider;
+pub mod report;
 pub mod schedule;
 pub mod sidecar;
 pub mod store;

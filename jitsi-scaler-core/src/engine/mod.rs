@@ -10,6 +10,7 @@
 //!
 //! [`plan::decide_group`]: crate::plan::decide_group
 
+pub mod admin;
 mod checkin;
 pub mod events;
 mod queue;
