@@ -4,6 +4,8 @@
 //! metrics, OpenAPI), authentication, configuration, telemetry, and the wiring of the engine.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod auth;
 pub mod local;
 pub mod sim;
+pub mod telemetry;

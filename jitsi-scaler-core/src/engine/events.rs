@@ -121,6 +121,13 @@ pub enum EngineEvent {
         /// Error class.
         class: &'static str,
     },
+    /// The cloud was listed (sanity).
+    Listed {
+        /// Group.
+        group: String,
+        /// Instances listed (terminated dropped).
+        instances: u32,
+    },
     /// Listing the cloud failed.
     ListFailed {
         /// Group.

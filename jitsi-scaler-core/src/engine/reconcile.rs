@@ -775,6 +775,10 @@ impl Pass<'_> {
                 let instances: Vec<CloudInstance> =
                     list.into_iter().filter(|c| !c.is_terminated()).collect();
                 tracing::debug!(group = %group.name, instances = instances.len(), "cloud listed");
+                self.event(EngineEvent::Listed {
+                    group: group.name.clone(),
+                    instances: instances.len() as u32,
+                });
                 self.runtime.cloud = Some(CloudSnapshot {
                     at_ms: self.now,
                     instances,

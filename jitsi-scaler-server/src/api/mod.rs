@@ -1,0 +1,372 @@
+//! The HTTP API: the routers of the API port (sidecar and admin routes, authenticated) and of
+//! the metrics port (health, readiness, metrics), with their middleware: request ids, metrics,
+//! timeouts, body limits, panics answered as JSON.
+
+pub mod body;
+mod error;
+pub mod groups;
+pub mod health;
+pub mod sidecar;
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use jitsi_scaler_core::engine::Scaler;
+use jitsi_scaler_core::group::Group;
+use jitsi_scaler_core::group::file::parse_groups_file;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+
+use crate::telemetry::Metrics;
+
+/// Who is calling, once admitted.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The token's `sub`, for sidecar tokens that carry one: it must equal the instance id.
+    pub subject: Option<String>,
+}
+
+impl Caller {
+    /// R3: a sidecar token with a subject may only report for that instance.
+    pub fn require_subject(&self, instance_id: &str) -> Result<(), ApiError> {
+        match &self.subject {
+            Some(sub) if sub != instance_id => Err(ApiError::Forbidden(
+                "the token's subject is not this instance".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No valid credentials (401).
+    Unauthorized(String),
+    /// Valid credentials without the right to this route (403).
+    Forbidden(String),
+}
+
+/// Authentication and authorization of API requests.
+#[async_trait]
+pub trait Gate: Send + Sync + Debug {
+    /// Admits a request or says why not.
+    async fn admit(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Caller, Denial>;
+}
+
+/// Admits everyone (`PROTECTED_API=false`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenGate;
+
+#[async_trait]
+impl Gate for OpenGate {
+    async fn admit(&self, _: &Method, _: &str, _: Option<&HeaderValue>) -> Result<Caller, Denial> {
+        Ok(Caller::default())
+    }
+}
+
+/// Limits of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Deadline of one request.
+    pub request_timeout: Duration,
+    /// Deadline of a sidecar call's store access (below the sidecar's 3 s timeout).
+    pub sidecar_store_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            sidecar_store_timeout: sidecar::SIDECAR_STORE_TIMEOUT,
+        }
+    }
+}
+
+/// Where `POST /groups/actions/reset` reads the groups from.
+#[derive(Clone, Debug, Default)]
+pub struct GroupsSource {
+    /// `GROUP_CONFIG_FILE`.
+    pub path: Option<PathBuf>,
+    /// `DEFAULT_COMPARTMENT_ID`.
+    pub default_compartment_id: Option<String>,
+    /// `DEFAULT_INSTANCE_CONFIGURATION_ID`.
+    pub default_instance_configuration_id: Option<String>,
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The engine.
+    pub scaler: Scaler,
+    /// Authentication.
+    pub gate: Arc<dyn Gate>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Limits.
+    pub limits: Limits,
+    /// The groups file.
+    pub groups_source: GroupsSource,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State for the routers.
+    pub fn new(
+        scaler: Scaler,
+        gate: Arc<dyn Gate>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        groups_source: GroupsSource,
+    ) -> Self {
+        Self {
+            scaler,
+            gate,
+            metrics,
+            limits,
+            groups_source,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Health answers 503 from now on.
+    pub fn start_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Reads and validates the groups file again.
+    pub fn reload_groups_file(&self) -> Result<Vec<Group>, ApiError> {
+        let src = &self.groups_source;
+        let Some(path) = &src.path else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
+        parse_groups_file(
+            &text,
+            src.default_compartment_id.as_deref(),
+            src.default_instance_configuration_id.as_deref(),
+        )
+        .map_err(|e| {
+            ApiError::Invalid(jitsi_scaler_core::group::ValidationErrors {
+                fields: Vec::new(),
+                messages: e.0.iter().map(ToString::to_string).collect(),
+            })
+        })
+    }
+}
+
+/// Request ids: a process-wide prefix and a counter (cheap, unique per process).
+#[derive(Clone, Debug)]
+struct Ids {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for Ids {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn ids() -> Ids {
+    use rand::Rng;
+    let prefix: String = rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(8)
+        .map(char::from)
+        .collect();
+    Ids {
+        prefix: prefix.into(),
+        next: Arc::new(AtomicU64::new(1)),
+    }
+}
+
+/// The route pattern as the reference labels it: `/groups/{name}` → `/groups/name`.
+fn uri_label(req: &Request) -> String {
+    req.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_owned(),
+        |p| p.as_str().replace(['{', '}'], ""),
+    )
+}
+
+/// HTTP metrics of the API port.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let uri = uri_label(&req);
+    let started = Instant::now();
+    state.metrics.http_in_flight.inc_by(&[&method], 1.0);
+    let response = next.run(req).await;
+    state.metrics.http_in_flight.inc_by(&[&method], -1.0);
+    let code = response.status().as_u16().to_string();
+    state.metrics.http_requests.inc(&[&method, &code, &uri]);
+    state
+        .metrics
+        .http_duration
+        .observe(&[&method, &uri], started.elapsed().as_secs_f64());
+    response
+}
+
+/// Authentication of the API routes.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let admitted = state
+        .gate
+        .admit(
+            req.method(),
+            &path,
+            req.headers().get(header::AUTHORIZATION),
+        )
+        .await;
+    match admitted {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(denial) => {
+            let (reason, error) = match denial {
+                Denial::Unauthorized(m) => ("unauthorized", ApiError::Unauthorized(m)),
+                Denial::Forbidden(m) => ("forbidden", ApiError::Forbidden(m)),
+            };
+            state.metrics.auth_failures.inc(&[reason]);
+            tracing::info!(method = %req.method(), path = %path, reason, "request refused");
+            error.into_response()
+        }
+    }
+}
+
+/// A request past its deadline.
+async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable("the request took too long".into()).into_response(),
+    }
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    tracing::error!(panic = %detail, "a request handler panicked");
+    ApiError::Internal("internal error".into()).into_response()
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+async fn no_method() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The routes of the API port, with their OpenAPI description.
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sidecar::poll))
+        .routes(routes!(sidecar::status))
+        .routes(routes!(sidecar::stats))
+        .routes(routes!(sidecar::shutdown))
+        .routes(routes!(groups::list))
+        .routes(routes!(groups::get, groups::put, groups::delete))
+        .routes(routes!(groups::reset))
+        .routes(routes!(groups::full_scaling))
+        .routes(routes!(groups::desired))
+        .routes(routes!(groups::scaling_options))
+        .routes(routes!(groups::scaling_activities))
+        .routes(routes!(groups::instance_configuration))
+        .routes(routes!(groups::launch_protected))
+        .routes(routes!(groups::reconfigure))
+        .routes(routes!(groups::report))
+        .routes(routes!(groups::group_audit))
+        .routes(routes!(groups::instance_audit))
+        .routes(routes!(
+            groups::get_schedule,
+            groups::put_schedule,
+            groups::delete_schedule
+        ))
+}
+
+/// The OpenAPI document of every API route, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = documented_routes().split_for_parts();
+    doc.info.title = "jitsi-scaler".into();
+    doc.info.description = Some(
+        "Sidecar endpoints and admin API of jitsi-scaler (compatible with jitsi-autoscaler)".into(),
+    );
+    doc
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(openapi()).into_response()
+}
+
+/// The API port's router: sidecar and admin routes behind authentication, `/openapi.json`.
+pub fn api_router(state: AppState) -> Router {
+    let (routes, _) = documented_routes().split_for_parts();
+    let protected = routes
+        .route("/groups/{name}/reservations", any(groups::reservations))
+        .route(
+            "/groups/{name}/reservations/{id}",
+            any(groups::reservations),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(protected)
+        .route("/openapi.json", get(openapi_json))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(ids()))
+        .with_state(state)
+}
+
+/// The metrics port's router: health, readiness, metrics.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
