@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, CallPolicy};
+use crate::reachability::ApiReachability;
 
 /// Name of the reference controller's Lease.
 pub const JIBRI_LEASE_NAME: &str = "jibri-pod-controller-lease";
@@ -167,6 +168,7 @@ pub struct LeaseLeadership {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     status_tx: watch::Sender<LeadershipStatus>,
+    reachability: Option<Arc<ApiReachability>>,
 }
 
 impl std::fmt::Debug for LeaseLeadership {
@@ -208,7 +210,14 @@ impl LeaseLeadership {
             clock,
             state: Mutex::new(State::default()),
             status_tx: watch::channel(status).0,
+            reachability: None,
         })
+    }
+
+    /// Reports the outcome of every lease round to `reachability` (readiness).
+    pub fn with_reachability(mut self, reachability: Arc<ApiReachability>) -> Self {
+        self.reachability = Some(reachability);
+        self
     }
 
     /// The configuration.
@@ -478,7 +487,11 @@ impl Leadership for LeaseLeadership {
         while !cancel.is_cancelled() {
             // A round is not interrupted: its calls are bounded by the API timeout, and the
             // release below needs to know the outcome of a write in flight.
-            let wait = match self.round().await {
+            let result = self.round().await;
+            if let Some(r) = &self.reachability {
+                r.record(&result);
+            }
+            let wait = match result {
                 Ok(_) => {
                     failures = 0;
                     self.config.renew_period

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod jibri;
 pub mod labels;
 pub mod lease;
 pub mod names;
