@@ -99,7 +99,11 @@ impl ApiError {
                 retry_after: self.retry_after(),
                 message,
             },
-            Some(403) if self.status().is_some_and(|s| s.message.contains("exceeded quota")) => {
+            Some(403)
+                if self
+                    .status()
+                    .is_some_and(|s| s.message.contains("exceeded quota")) =>
+            {
                 ProviderError::Capacity(message)
             }
             Some(401 | 403) => ProviderError::Config(message),
@@ -205,15 +209,28 @@ mod tests {
         };
         assert!(timeout.is_transient());
         assert_eq!(timeout.to_provider_error().class(), "transient");
-        assert_eq!(api(422, "Invalid", "").to_provider_error().class(), "config");
-        assert_eq!(api(403, "Forbidden", "rbac").to_provider_error().class(), "config");
         assert_eq!(
-            api(403, "Forbidden", "pods \"x\" is forbidden: exceeded quota: q")
-                .to_provider_error()
-                .class(),
+            api(422, "Invalid", "").to_provider_error().class(),
+            "config"
+        );
+        assert_eq!(
+            api(403, "Forbidden", "rbac").to_provider_error().class(),
+            "config"
+        );
+        assert_eq!(
+            api(
+                403,
+                "Forbidden",
+                "pods \"x\" is forbidden: exceeded quota: q"
+            )
+            .to_provider_error()
+            .class(),
             "capacity"
         );
-        assert_eq!(api(404, "NotFound", "").to_provider_error().class(), "not_found");
+        assert_eq!(
+            api(404, "NotFound", "").to_provider_error().class(),
+            "not_found"
+        );
         assert_eq!(api(500, "", "").to_provider_error().class(), "transient");
     }
 
@@ -282,7 +299,7 @@ mod tests {
     async fn a_hung_call_times_out() {
         let policy = CallPolicy::once(Duration::from_millis(500));
         let result: Result<(), ApiError> = policy
-            .run("hang", || std::future::pending::<Result<(), kube::Error>>())
+            .run("hang", std::future::pending::<Result<(), kube::Error>>)
             .await;
         assert!(matches!(result, Err(ApiError::Timeout { .. })));
     }

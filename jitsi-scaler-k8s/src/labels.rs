@@ -224,10 +224,19 @@ mod tests {
             "last value wins"
         );
         assert!(parse_label_set("").is_err(), "empty key");
-        assert!(parse_label_set("app=jibri,").is_err(), "trailing comma: empty key");
+        assert!(
+            parse_label_set("app=jibri,").is_err(),
+            "trailing comma: empty key"
+        );
         assert!(parse_label_set("=x").is_err());
-        assert!(parse_label_set("app= jibri").is_err(), "no trimming: a space is invalid");
-        assert!(parse_label_set("a=b=c").is_err(), "value `b=c` is not a label value");
+        assert!(
+            parse_label_set("app= jibri").is_err(),
+            "no trimming: a space is invalid"
+        );
+        assert!(
+            parse_label_set("a=b=c").is_err(),
+            "value `b=c` is not a label value"
+        );
         assert_eq!(
             selector_of(&labels(&[("state", "busy"), ("app", "jibri")])),
             "app=jibri,state=busy"
@@ -236,8 +245,12 @@ mod tests {
 
     #[test]
     fn selectors_parse_and_match() {
-        let sel = LabelSelector::parse("app=jibri, tier in (rec,stream),!legacy,env!=dev").expect("parse");
-        assert_eq!(sel.to_string(), "app=jibri,tier in (rec,stream),!legacy,env!=dev");
+        let sel = LabelSelector::parse("app=jibri, tier in (rec,stream),!legacy,env!=dev")
+            .expect("parse");
+        assert_eq!(
+            sel.to_string(),
+            "app=jibri,tier in (rec,stream),!legacy,env!=dev"
+        );
         let ok = labels(&[("app", "jibri"), ("tier", "rec")]);
         assert!(sel.matches(Some(&ok)));
         let mut legacy = ok.clone();
@@ -251,7 +264,11 @@ mod tests {
 
         let sel = LabelSelector::parse("app==jibri,tier notin (x),present").expect("parse");
         assert!(sel.matches(Some(&labels(&[("app", "jibri"), ("present", "1")]))));
-        assert!(!sel.matches(Some(&labels(&[("app", "jibri"), ("tier", "x"), ("present", "")]))));
+        assert!(!sel.matches(Some(&labels(&[
+            ("app", "jibri"),
+            ("tier", "x"),
+            ("present", "")
+        ]))));
 
         let all = LabelSelector::parse("").expect("parse");
         assert!(all.is_empty());
@@ -260,16 +277,34 @@ mod tests {
 
     #[test]
     fn bad_selectors_are_rejected() {
-        for bad in ["a in (b", "a in b)", "a,,b", "a > 1", "a in (b) x", "a foo (b)", "a=b c", "!"] {
-            assert!(LabelSelector::parse(bad).is_err(), "{bad:?} must be rejected");
+        for bad in [
+            "a in (b",
+            "a in b)",
+            "a,,b",
+            "a > 1",
+            "a in (b) x",
+            "a foo (b)",
+            "a=b c",
+            "!",
+        ] {
+            assert!(
+                LabelSelector::parse(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 
     #[test]
     fn has_all_checks_values() {
         let want = labels(&[("app", "jibri"), ("state", "busy")]);
-        assert!(has_all(Some(&labels(&[("app", "jibri"), ("state", "busy"), ("x", "y")])), &want));
-        assert!(!has_all(Some(&labels(&[("app", "jibri"), ("state", "idle")])), &want));
+        assert!(has_all(
+            Some(&labels(&[("app", "jibri"), ("state", "busy"), ("x", "y")])),
+            &want
+        ));
+        assert!(!has_all(
+            Some(&labels(&[("app", "jibri"), ("state", "idle")])),
+            &want
+        ));
         assert!(!has_all(None, &want));
     }
 }

@@ -99,10 +99,16 @@ impl LeaseConfig {
     /// Checks names and timing.
     pub fn validate(&self) -> Result<(), String> {
         if !crate::names::is_dns1123_subdomain(&self.name) {
-            return Err(format!("lease name {:?} is not a DNS-1123 subdomain", self.name));
+            return Err(format!(
+                "lease name {:?} is not a DNS-1123 subdomain",
+                self.name
+            ));
         }
         if !crate::names::is_dns1123_label(&self.namespace) {
-            return Err(format!("namespace {:?} is not a DNS-1123 label", self.namespace));
+            return Err(format!(
+                "namespace {:?} is not a DNS-1123 label",
+                self.namespace
+            ));
         }
         if self.identity.is_empty() {
             return Err("lease holder identity is empty".into());
@@ -380,7 +386,11 @@ impl LeaseLeadership {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
-        let what = if acquiring { "acquire lease" } else { "renew lease" };
+        let what = if acquiring {
+            "acquire lease"
+        } else {
+            "renew lease"
+        };
         match self
             .policy()
             .run(what, || self.api.replace(name, &params, &updated))
@@ -401,7 +411,10 @@ impl LeaseLeadership {
 
     async fn create(&self, started: Instant) -> Result<Round, ApiError> {
         let now = self.now();
-        let transitions = self.lock().max_transitions.map_or(0, |t| t.saturating_add(1));
+        let transitions = self
+            .lock()
+            .max_transitions
+            .map_or(0, |t| t.saturating_add(1));
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.config.name.clone()),
@@ -463,7 +476,9 @@ impl LeaseLeadership {
             .run("release lease", || self.api.replace(name, &params, &lease))
             .await
         {
-            Ok(_) => tracing::info!(lease = name, identity = %self.config.identity, "released leadership"),
+            Ok(_) => {
+                tracing::info!(lease = name, identity = %self.config.identity, "released leadership")
+            }
             Err(e) if e.is_conflict() => {
                 tracing::info!(lease = name, "lease already taken over, nothing to release")
             }

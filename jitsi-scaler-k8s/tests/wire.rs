@@ -35,7 +35,11 @@ fn config() -> JibriControllerConfig {
 fn idle_pod() -> Value {
     serde_json::to_value(jibri_pod(
         "jibri-abc",
-        &[("app", "jibri"), ("state", "idle"), ("pod-template-hash", "7d9f8")],
+        &[
+            ("app", "jibri"),
+            ("state", "idle"),
+            ("pod-template-hash", "7d9f8"),
+        ],
         true,
     ))
     .unwrap()
@@ -57,14 +61,25 @@ fn pod_api(pod: Option<Value>) -> impl Fn(&Recorded) -> (u16, Value) + Send + Sy
 async fn busy_is_the_reference_server_side_apply() {
     let (client, api) = mock_client(pod_api(Some(idle_pod())));
     let c = controller(client, config());
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "BUSY"))).await;
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "BUSY"),
+        ))
+        .await;
     assert_eq!(outcome, WebhookOutcome::Ok(WebhookAction::Detached));
     let requests = api.requests();
     assert_eq!(
         api.calls(),
         vec![
-            ("GET".to_owned(), "/api/v1/namespaces/jitsi/pods/jibri-abc".to_owned()),
-            ("PATCH".to_owned(), "/api/v1/namespaces/jitsi/pods/jibri-abc".to_owned()),
+            (
+                "GET".to_owned(),
+                "/api/v1/namespaces/jitsi/pods/jibri-abc".to_owned()
+            ),
+            (
+                "PATCH".to_owned(),
+                "/api/v1/namespaces/jitsi/pods/jibri-abc".to_owned()
+            ),
         ]
     );
     let patch = &requests[1];
@@ -75,7 +90,10 @@ async fn busy_is_the_reference_server_side_apply() {
             ("force".to_owned(), "true".to_owned())
         ]
     );
-    assert_eq!(patch.content_type.as_deref(), Some("application/apply-patch+yaml"));
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
     assert_eq!(
         patch.json(),
         json!({
@@ -100,7 +118,8 @@ async fn busy_without_deletion_cost_sends_the_reference_fields_and_our_timestamp
     let mut cfg = config();
     cfg.busy_deletion_cost = None;
     let c = controller(client, cfg);
-    c.on_status(WebhookRequest::new("jibri-abc", &status_body("", "BUSY"))).await;
+    c.on_status(WebhookRequest::new("jibri-abc", &status_body("", "BUSY")))
+        .await;
     let body = api.requests()[1].json();
     let annotations = body["metadata"]["annotations"].as_object().unwrap();
     let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
@@ -126,30 +145,61 @@ async fn repeated_busy_is_a_no_op_until_the_heartbeat_is_stale() {
     });
     let (client, api) = mock_client(pod_api(Some(pod.clone())));
     let c = controller(client, config());
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "BUSY"))).await;
-    assert_eq!(outcome, WebhookOutcome::NoAction(NoActionReason::AlreadyDetached));
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "BUSY"),
+        ))
+        .await;
+    assert_eq!(
+        outcome,
+        WebhookOutcome::NoAction(NoActionReason::AlreadyDetached)
+    );
     assert_eq!(api.calls().len(), 1, "only the GET");
 
     pod["metadata"]["annotations"]["jitsi-scaler.io/last-webhook"] = "2026-11-22T11:27:00Z".into();
     let (client, api) = mock_client(pod_api(Some(pod)));
     let c = controller(client, config());
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "BUSY"))).await;
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "BUSY"),
+        ))
+        .await;
     assert_eq!(outcome, WebhookOutcome::Ok(WebhookAction::Detached));
     let body = api.requests()[1].json();
-    assert_eq!(body["metadata"]["annotations"]["jitsi-scaler.io/busy-since"], "2026-11-22T11:00:00Z", "kept");
-    assert_eq!(body["metadata"]["annotations"]["jitsi-scaler.io/last-webhook"], "2026-11-22T11:29:04Z", "refreshed");
+    assert_eq!(
+        body["metadata"]["annotations"]["jitsi-scaler.io/busy-since"], "2026-11-22T11:00:00Z",
+        "kept"
+    );
+    assert_eq!(
+        body["metadata"]["annotations"]["jitsi-scaler.io/last-webhook"], "2026-11-22T11:29:04Z",
+        "refreshed"
+    );
 }
 
 #[tokio::test]
 async fn expired_is_the_reference_delete() {
     let (client, api) = mock_client(pod_api(Some(idle_pod())));
     let c = controller(client, config());
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "EXPIRED"))).await;
-    assert_eq!(outcome, WebhookOutcome::Ok(WebhookAction::Deleted(DeletionReason::Expired)));
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "EXPIRED"),
+        ))
+        .await;
+    assert_eq!(
+        outcome,
+        WebhookOutcome::Ok(WebhookAction::Deleted(DeletionReason::Expired))
+    );
     let delete = &api.requests()[1];
     assert_eq!(delete.method, "DELETE");
     assert_eq!(delete.path(), "/api/v1/namespaces/jitsi/pods/jibri-abc");
-    assert!(delete.query().is_empty(), "no options in the query: {}", delete.uri);
+    assert!(
+        delete.query().is_empty(),
+        "no options in the query: {}",
+        delete.uri
+    );
     assert_eq!(delete.content_type.as_deref(), Some("application/json"));
     assert_eq!(delete.json(), json!({}));
     assert_eq!(c.stats().deletions_of(DeletionReason::Expired), 1);
@@ -159,8 +209,16 @@ async fn expired_is_the_reference_delete() {
 async fn expired_for_a_gone_pod_is_success_without_a_delete() {
     let (client, api) = mock_client(pod_api(None));
     let c = controller(client, config());
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "EXPIRED"))).await;
-    assert_eq!(outcome, WebhookOutcome::NoAction(NoActionReason::AlreadyGone));
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "EXPIRED"),
+        ))
+        .await;
+    assert_eq!(
+        outcome,
+        WebhookOutcome::NoAction(NoActionReason::AlreadyGone)
+    );
     assert_eq!(api.calls().len(), 1);
 
     // Deleted by someone else between the GET and the DELETE.
@@ -170,17 +228,34 @@ async fn expired_for_a_gone_pod_is_success_without_a_delete() {
         _ => status_error(404, "NotFound", "gone"),
     });
     let c = controller(client, config());
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "EXPIRED"))).await;
-    assert_eq!(outcome, WebhookOutcome::NoAction(NoActionReason::AlreadyGone));
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "EXPIRED"),
+        ))
+        .await;
+    assert_eq!(
+        outcome,
+        WebhookOutcome::NoAction(NoActionReason::AlreadyGone)
+    );
     assert!(outcome.is_success());
 }
 
 #[tokio::test]
 async fn api_errors_are_unavailable_and_counted() {
-    let (client, _api) = mock_client(|_: &Recorded| status_error(500, "InternalError", "etcd down"));
+    let (client, _api) =
+        mock_client(|_: &Recorded| status_error(500, "InternalError", "etcd down"));
     let c = controller(client, config());
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "BUSY"))).await;
-    assert!(matches!(outcome, WebhookOutcome::Unavailable(ref m) if m.contains("etcd down")), "{outcome:?}");
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "BUSY"),
+        ))
+        .await;
+    assert!(
+        matches!(outcome, WebhookOutcome::Unavailable(ref m) if m.contains("etcd down")),
+        "{outcome:?}"
+    );
     assert_eq!(c.stats().kubernetes_errors, 1);
     assert_eq!(c.stats().webhooks_of("unavailable"), 1);
 }
@@ -201,7 +276,10 @@ async fn malformed_and_foreign_requests_make_no_call() {
     }
     let other = status_body("jibri-xyz", "EXPIRED");
     let outcome = c.on_status(WebhookRequest::new("jibri-abc", &other)).await;
-    assert!(matches!(outcome, WebhookOutcome::Forbidden(_)), "{outcome:?}");
+    assert!(
+        matches!(outcome, WebhookOutcome::Forbidden(_)),
+        "{outcome:?}"
+    );
     assert!(api.calls().is_empty(), "{:?}", api.calls());
 }
 
@@ -210,9 +288,16 @@ async fn session_events_are_accepted_and_do_nothing() {
     let (client, api) = mock_client(pod_api(Some(idle_pod())));
     let c = controller(client, config());
     let body = br#"{"jibriId":"jibri-abc","session":{"sessionId":"RecordTest","status":"ON","sipAddress":null,"failure":null,"shouldRetry":null}}"#;
-    let outcome = c.on_session_status(WebhookRequest::new("jibri-abc", body)).await;
-    assert_eq!(outcome, WebhookOutcome::NoAction(NoActionReason::SessionEvent));
-    let outcome = c.on_session_status(WebhookRequest::new("jibri-abc", b"garbage")).await;
+    let outcome = c
+        .on_session_status(WebhookRequest::new("jibri-abc", body))
+        .await;
+    assert_eq!(
+        outcome,
+        WebhookOutcome::NoAction(NoActionReason::SessionEvent)
+    );
+    let outcome = c
+        .on_session_status(WebhookRequest::new("jibri-abc", b"garbage"))
+        .await;
     assert!(outcome.is_success());
     assert!(api.calls().is_empty());
 }
@@ -226,10 +311,18 @@ async fn deletions_emit_events() {
     let mut cfg = config();
     cfg.emit_events = true;
     let c = controller(client, cfg);
-    let outcome = c.on_status(WebhookRequest::new("jibri-abc", &status_body("jibri-abc", "EXPIRED"))).await;
+    let outcome = c
+        .on_status(WebhookRequest::new(
+            "jibri-abc",
+            &status_body("jibri-abc", "EXPIRED"),
+        ))
+        .await;
     assert!(outcome.is_success());
     let event = api.wait_for(|r| r.method == "POST").await;
-    assert_eq!(event.path(), "/apis/events.k8s.io/v1/namespaces/jitsi/events");
+    assert_eq!(
+        event.path(),
+        "/apis/events.k8s.io/v1/namespaces/jitsi/events"
+    );
     let body = event.json();
     assert_eq!(body["reason"], "JibriExpired");
     assert_eq!(body["action"], "Delete");
@@ -253,24 +346,49 @@ async fn the_sweeper_lists_by_busy_labels_page_by_page() {
             200,
             json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"continue": "page-2"}, "items": [failed.clone()]}),
         ),
-        "GET" => (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []})),
+        "GET" => (
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ),
         _ => (200, failed.clone()),
     });
     let c = controller(client, config());
     let mut sweeper = c.sweeper(Arc::new(SingleNode::new("ctrl-0")));
     let report = sweeper.sweep_once().await.unwrap();
     assert_eq!(report.pods, 1);
-    assert_eq!(report.deleted, vec![("jibri-old".to_owned(), DeletionReason::TerminalPhase)]);
+    assert_eq!(
+        report.deleted,
+        vec![("jibri-old".to_owned(), DeletionReason::TerminalPhase)]
+    );
     let requests = api.requests();
     assert_eq!(requests.len(), 3, "{:?}", api.calls());
     assert_eq!(requests[0].path(), "/api/v1/namespaces/jitsi/pods");
     assert_eq!(
         requests[0].query(),
-        vec![("labelSelector".to_owned(), "app=jibri,state=busy".to_owned()), ("limit".to_owned(), "100".to_owned())]
+        vec![
+            (
+                "labelSelector".to_owned(),
+                "app=jibri,state=busy".to_owned()
+            ),
+            ("limit".to_owned(), "100".to_owned())
+        ]
     );
-    assert!(requests[0].uri.contains("labelSelector=app%3Djibri%2Cstate%3Dbusy"), "{}", requests[0].uri);
-    assert!(requests[1].query().contains(&("continue".to_owned(), "page-2".to_owned())));
-    assert_eq!((requests[2].method.as_str(), requests[2].path()), ("DELETE", "/api/v1/namespaces/jitsi/pods/jibri-old"));
+    assert!(
+        requests[0]
+            .uri
+            .contains("labelSelector=app%3Djibri%2Cstate%3Dbusy"),
+        "{}",
+        requests[0].uri
+    );
+    assert!(
+        requests[1]
+            .query()
+            .contains(&("continue".to_owned(), "page-2".to_owned()))
+    );
+    assert_eq!(
+        (requests[2].method.as_str(), requests[2].path()),
+        ("DELETE", "/api/v1/namespaces/jitsi/pods/jibri-old")
+    );
 }
 
 #[tokio::test]
@@ -289,7 +407,13 @@ fn lease_api(initial: Option<Value>) -> impl Fn(&Recorded) -> (u16, Value) + Sen
     let stored = Arc::new(Mutex::new(initial));
     move |r: &Recorded| {
         let mut stored = stored.lock().unwrap();
-        let version = |v: &Value| v["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse::<u64>().unwrap_or(0);
+        let version = |v: &Value| {
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+        };
         match r.method.as_str() {
             "GET" => match stored.as_ref() {
                 Some(lease) => (200, lease.clone()),
@@ -324,16 +448,22 @@ fn lease_config(identity: &str) -> LeaseConfig {
 
 async fn until_leader(l: &LeaseLeadership, leader: bool) {
     let mut rx = l.subscribe();
-    tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.is_leader == leader))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        rx.wait_for(|s| s.is_leader == leader),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn lease_create_renew_and_release_bodies() {
     let (client, api) = mock_client(lease_api(None));
-    let l = Arc::new(LeaseLeadership::with_clock(client, lease_config("ctrl-0"), FixedClock::at(NOW_MS)).unwrap());
+    let l = Arc::new(
+        LeaseLeadership::with_clock(client, lease_config("ctrl-0"), FixedClock::at(NOW_MS))
+            .unwrap(),
+    );
     let cancel = CancellationToken::new();
     let task = tokio::spawn({
         let (l, c) = (l.clone(), cancel.clone());
@@ -342,7 +472,10 @@ async fn lease_create_renew_and_release_bodies() {
     until_leader(&l, true).await;
     assert_eq!(l.token(), Some(0));
     let create = api.wait_for(|r| r.method == "POST").await;
-    assert_eq!(create.path(), "/apis/coordination.k8s.io/v1/namespaces/jitsi/leases");
+    assert_eq!(
+        create.path(),
+        "/apis/coordination.k8s.io/v1/namespaces/jitsi/leases"
+    );
     assert_eq!(create.content_type.as_deref(), Some("application/json"));
     assert_eq!(
         create.json(),
@@ -359,19 +492,36 @@ async fn lease_create_renew_and_release_bodies() {
         })
     );
     let renew = api.wait_for(|r| r.method == "PUT").await;
-    assert_eq!(renew.path(), "/apis/coordination.k8s.io/v1/namespaces/jitsi/leases/jibri-pod-controller-lease");
+    assert_eq!(
+        renew.path(),
+        "/apis/coordination.k8s.io/v1/namespaces/jitsi/leases/jibri-pod-controller-lease"
+    );
     let body = renew.json();
-    assert_eq!(body["metadata"]["resourceVersion"], "1", "guarded by the version read");
+    assert_eq!(
+        body["metadata"]["resourceVersion"], "1",
+        "guarded by the version read"
+    );
     assert_eq!(body["spec"]["holderIdentity"], "ctrl-0");
     assert_eq!(body["spec"]["leaseTransitions"], 0);
-    assert!(renew.query().contains(&("fieldManager".to_owned(), "jitsi-scaler".to_owned())));
+    assert!(
+        renew
+            .query()
+            .contains(&("fieldManager".to_owned(), "jitsi-scaler".to_owned()))
+    );
 
     cancel.cancel();
     task.await.unwrap();
     assert_eq!(l.token(), None);
-    let release = api.requests().into_iter().filter(|r| r.method == "PUT").last().unwrap();
+    let release = api
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "PUT")
+        .unwrap();
     let body = release.json();
-    assert_eq!(body["spec"]["holderIdentity"], "", "an empty string, never null");
+    assert_eq!(
+        body["spec"]["holderIdentity"], "",
+        "an empty string, never null"
+    );
     assert_eq!(body["spec"]["leaseDurationSeconds"], 1);
     assert_eq!(body["spec"]["leaseTransitions"], 0);
 }
@@ -386,7 +536,10 @@ async fn an_expired_reference_lease_is_acquired_with_one_more_transition() {
                  "renewTime": "2026-11-22T11:10:00.152101+00:00"}
     });
     let (client, api) = mock_client(lease_api(Some(reference)));
-    let l = Arc::new(LeaseLeadership::with_clock(client, lease_config("ctrl-0"), FixedClock::at(NOW_MS)).unwrap());
+    let l = Arc::new(
+        LeaseLeadership::with_clock(client, lease_config("ctrl-0"), FixedClock::at(NOW_MS))
+            .unwrap(),
+    );
     let cancel = CancellationToken::new();
     let task = tokio::spawn({
         let (l, c) = (l.clone(), cancel.clone());
@@ -415,7 +568,10 @@ async fn a_live_lease_is_taken_only_after_it_stops_changing() {
     });
     let (client, api) = mock_client(lease_api(Some(held)));
     // The wall clock stands still: only the observed-time rule can expire the lease.
-    let l = Arc::new(LeaseLeadership::with_clock(client, lease_config("ctrl-0"), FixedClock::at(NOW_MS)).unwrap());
+    let l = Arc::new(
+        LeaseLeadership::with_clock(client, lease_config("ctrl-0"), FixedClock::at(NOW_MS))
+            .unwrap(),
+    );
     let cancel = CancellationToken::new();
     let started = tokio::time::Instant::now();
     let task = tokio::spawn({
@@ -423,15 +579,24 @@ async fn a_live_lease_is_taken_only_after_it_stops_changing() {
         async move { l.run(c).await }
     });
     let mut rx = l.subscribe();
-    tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.leader.as_deref() == Some("other")))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        rx.wait_for(|s| s.leader.as_deref() == Some("other")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(!l.status().is_leader);
     until_leader(&l, true).await;
-    assert!(started.elapsed() > Duration::from_secs(5), "not before the record's 5 s ran out");
+    assert!(
+        started.elapsed() > Duration::from_secs(5),
+        "not before the record's 5 s ran out"
+    );
     assert_eq!(l.token(), Some(2));
-    assert_eq!(api.requests().iter().filter(|r| r.method == "PUT").count(), 1);
+    assert_eq!(
+        api.requests().iter().filter(|r| r.method == "PUT").count(),
+        1
+    );
     cancel.cancel();
     task.await.unwrap();
 }

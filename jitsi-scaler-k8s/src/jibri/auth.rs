@@ -46,11 +46,16 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn new(config: &WebhookAuthConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        config: &WebhookAuthConfig,
+        http: reqwest::Client,
+    ) -> Result<Self, ConfigError> {
         Ok(match config {
             WebhookAuthConfig::None => Authenticator::None,
             WebhookAuthConfig::Token(secret) => Authenticator::Token(secret.clone()),
-            WebhookAuthConfig::Jwt(jwt) => Authenticator::Jwt(Box::new(JwtVerifier::new(jwt, http)?)),
+            WebhookAuthConfig::Jwt(jwt) => {
+                Authenticator::Jwt(Box::new(JwtVerifier::new(jwt, http)?))
+            }
         })
     }
 
@@ -109,11 +114,14 @@ enum KeyStore {
 impl JwtVerifier {
     fn new(config: &JwtConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
         let keys = match &config.keys {
-            JwtKeySource::Pem(pem) => KeyStore::Static(
-                DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
-                    ConfigError::new("WEBHOOK_JWT_PUBLIC_KEY_FILE", format!("not an RSA public key: {e}"))
-                })?,
-            ),
+            JwtKeySource::Pem(pem) => {
+                KeyStore::Static(DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                    ConfigError::new(
+                        "WEBHOOK_JWT_PUBLIC_KEY_FILE",
+                        format!("not an RSA public key: {e}"),
+                    )
+                })?)
+            }
             JwtKeySource::AsapBaseUrl(base) => KeyStore::Asap(AsapKeys {
                 base_url: base.clone(),
                 http,
@@ -136,11 +144,15 @@ impl JwtVerifier {
     }
 
     async fn verify(&self, token: &str) -> Result<(), String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         if header.alg != Algorithm::RS256 {
             return Err(format!("algorithm {:?} is not RS256", header.alg));
         }
-        let kid = header.kid.filter(|k| !k.is_empty()).ok_or("token has no kid")?;
+        let kid = header
+            .kid
+            .filter(|k| !k.is_empty())
+            .ok_or("token has no kid")?;
         let key = match &self.keys {
             KeyStore::Static(key) => key.clone(),
             KeyStore::Asap(asap) => asap.key(&kid).await?,
@@ -227,7 +239,8 @@ impl AsapKeys {
         if body.len() > MAX_KEY_BYTES {
             return Err(format!("key fetch {url}: document too large"));
         }
-        DecodingKey::from_rsa_pem(&body).map_err(|e| format!("key fetch {url}: not an RSA public key: {e}"))
+        DecodingKey::from_rsa_pem(&body)
+            .map_err(|e| format!("key fetch {url}: not an RSA public key: {e}"))
     }
 }
 

@@ -295,7 +295,10 @@ impl JibriControllerConfig {
             return Err(ConfigError::new("NAMESPACE", "must be a DNS-1123 label"));
         }
         if !is_dns1123_label(&self.jibri_namespace) {
-            return Err(ConfigError::new("JIBRI_NAMESPACE", "must be a DNS-1123 label"));
+            return Err(ConfigError::new(
+                "JIBRI_NAMESPACE",
+                "must be a DNS-1123 label",
+            ));
         }
         if !is_dns1123_subdomain(&self.pod_name) {
             return Err(ConfigError::new("POD_NAME", "must be a DNS-1123 subdomain"));
@@ -304,7 +307,10 @@ impl JibriControllerConfig {
             return Err(ConfigError::new("JIBRI_BUSY_LABELS", "must not be empty"));
         }
         if self.sweep_interval.is_zero() {
-            return Err(ConfigError::new("SWEEP_INTERVAL", "must be at least 1 second"));
+            return Err(ConfigError::new(
+                "SWEEP_INTERVAL",
+                "must be at least 1 second",
+            ));
         }
         if self.health_timeout.is_zero() {
             return Err(ConfigError::new("HEALTH_TIMEOUT_MS", "must be at least 1"));
@@ -313,7 +319,10 @@ impl JibriControllerConfig {
             return Err(ConfigError::new("SWEEP_CONCURRENCY", "must be at least 1"));
         }
         if self.sweep_unreachable_cycles == 0 {
-            return Err(ConfigError::new("SWEEP_UNREACHABLE_CYCLES", "must be at least 1"));
+            return Err(ConfigError::new(
+                "SWEEP_UNREACHABLE_CYCLES",
+                "must be at least 1",
+            ));
         }
         self.lease_config()
             .validate()
@@ -384,7 +393,10 @@ fn webhook_auth(env: &Env<'_>) -> Result<WebhookAuthConfig, ConfigError> {
     match mode.as_str() {
         "none" => Ok(WebhookAuthConfig::None),
         "token" => {
-            let token = match (env.optional("WEBHOOK_TOKEN"), env.optional("WEBHOOK_TOKEN_FILE")) {
+            let token = match (
+                env.optional("WEBHOOK_TOKEN"),
+                env.optional("WEBHOOK_TOKEN_FILE"),
+            ) {
                 (Some(t), None) => t,
                 (None, Some(path)) => std::fs::read_to_string(&path)
                     .map_err(|e| ConfigError::new("WEBHOOK_TOKEN_FILE", format!("{path}: {e}")))?
@@ -458,7 +470,10 @@ fn webhook_auth(env: &Env<'_>) -> Result<WebhookAuthConfig, ConfigError> {
                 .filter(|s| !s.is_empty())
                 .collect();
             if issuers.is_empty() {
-                return Err(ConfigError::new("WEBHOOK_JWT_ISS", "must name at least one issuer"));
+                return Err(ConfigError::new(
+                    "WEBHOOK_JWT_ISS",
+                    "must name at least one issuer",
+                ));
             }
             let audience = env.required("WEBHOOK_JWT_AUD")?.trim().to_owned();
             if audience.is_empty() {
@@ -495,7 +510,9 @@ pub fn reference_env() -> BTreeMap<&'static str, &'static str> {
 mod tests {
     use super::*;
 
-    fn config(extra: &[(&'static str, &'static str)]) -> Result<JibriControllerConfig, ConfigError> {
+    fn config(
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<JibriControllerConfig, ConfigError> {
         let mut env = reference_env();
         for (k, v) in extra {
             env.insert(k, v);
@@ -511,7 +528,11 @@ mod tests {
         assert_eq!(c.busy_labels.get("state").map(String::as_str), Some("busy"));
         assert_eq!(c.sweep_interval, Duration::from_secs(300));
         assert_eq!(c.jibri_namespace, "jitsi", "pods default to NAMESPACE (K1)");
-        assert_eq!(c.lease_duration, Duration::from_secs(15), "decoupled from the sweep (K4)");
+        assert_eq!(
+            c.lease_duration,
+            Duration::from_secs(15),
+            "decoupled from the sweep (K4)"
+        );
         assert_eq!(c.lease_renew, Duration::from_secs(5));
         assert_eq!(c.health_timeout, Duration::from_millis(2000));
         assert_eq!(c.sweep_concurrency, 8);
@@ -556,7 +577,10 @@ mod tests {
         assert!(c.require_source_ip);
         assert!(c.has_webhook_guard());
         let debug = format!("{c:?}");
-        assert!(!debug.contains("0123456789abcdef"), "the token never shows: {debug}");
+        assert!(
+            !debug.contains("0123456789abcdef"),
+            "the token never shows: {debug}"
+        );
     }
 
     #[test]
@@ -568,30 +592,57 @@ mod tests {
             (&[("SWEEP_INTERVAL", "0")], "SWEEP_INTERVAL"),
             (&[("SWEEP_INTERVAL", "-5")], "SWEEP_INTERVAL"),
             (&[("JIBRI_BUSY_LABELS", "app=jibri,")], "JIBRI_BUSY_LABELS"),
-            (&[("JIBRI_BUSY_LABELS", "state=very busy")], "JIBRI_BUSY_LABELS"),
+            (
+                &[("JIBRI_BUSY_LABELS", "state=very busy")],
+                "JIBRI_BUSY_LABELS",
+            ),
             (&[("NAMESPACE", "Jitsi")], "NAMESPACE"),
             (&[("POD_NAME", "")], "POD_NAME"),
-            (&[("JIBRI_POD_SELECTOR", "app in (jibri")], "JIBRI_POD_SELECTOR"),
-            (&[("LEASE_RENEW_SECONDS", "20")], "LEASE_DURATION_SECONDS/LEASE_RENEW_SECONDS"),
+            (
+                &[("JIBRI_POD_SELECTOR", "app in (jibri")],
+                "JIBRI_POD_SELECTOR",
+            ),
+            (
+                &[("LEASE_RENEW_SECONDS", "20")],
+                "LEASE_DURATION_SECONDS/LEASE_RENEW_SECONDS",
+            ),
             (&[("SWEEP_CONCURRENCY", "0")], "SWEEP_CONCURRENCY"),
             (&[("WEBHOOK_AUTH", "basic")], "WEBHOOK_AUTH"),
             (&[("WEBHOOK_AUTH", "token")], "WEBHOOK_TOKEN"),
-            (&[("WEBHOOK_AUTH", "token"), ("WEBHOOK_TOKEN", "short")], "WEBHOOK_TOKEN"),
+            (
+                &[("WEBHOOK_AUTH", "token"), ("WEBHOOK_TOKEN", "short")],
+                "WEBHOOK_TOKEN",
+            ),
             (&[("WEBHOOK_AUTH", "jwt")], "WEBHOOK_JWT_PUBLIC_KEY_FILE"),
             (
-                &[("WEBHOOK_AUTH", "jwt"), ("ASAP_PUB_KEY_BASE_URL", "ftp://keys")],
+                &[
+                    ("WEBHOOK_AUTH", "jwt"),
+                    ("ASAP_PUB_KEY_BASE_URL", "ftp://keys"),
+                ],
                 "ASAP_PUB_KEY_BASE_URL",
             ),
             (
-                &[("WEBHOOK_AUTH", "jwt"), ("ASAP_PUB_KEY_BASE_URL", "https://keys")],
+                &[
+                    ("WEBHOOK_AUTH", "jwt"),
+                    ("ASAP_PUB_KEY_BASE_URL", "https://keys"),
+                ],
                 "WEBHOOK_JWT_ISS",
             ),
             (
-                &[("WEBHOOK_AUTH", "jwt"), ("WEBHOOK_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem")],
+                &[
+                    ("WEBHOOK_AUTH", "jwt"),
+                    ("WEBHOOK_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem"),
+                ],
                 "WEBHOOK_JWT_PUBLIC_KEY_FILE",
             ),
-            (&[("WEBHOOK_REQUIRE_SOURCE_IP", "maybe")], "WEBHOOK_REQUIRE_SOURCE_IP"),
-            (&[("JIBRI_BUSY_DELETION_COST", "lots")], "JIBRI_BUSY_DELETION_COST"),
+            (
+                &[("WEBHOOK_REQUIRE_SOURCE_IP", "maybe")],
+                "WEBHOOK_REQUIRE_SOURCE_IP",
+            ),
+            (
+                &[("JIBRI_BUSY_DELETION_COST", "lots")],
+                "JIBRI_BUSY_DELETION_COST",
+            ),
         ];
         for (extra, var) in cases {
             let err = config(extra).expect_err(&format!("{extra:?} must fail"));
@@ -616,7 +667,10 @@ mod tests {
         let WebhookAuthConfig::Jwt(jwt) = c.webhook_auth else {
             panic!("jwt expected");
         };
-        assert_eq!(jwt.keys, JwtKeySource::AsapBaseUrl("https://keys.example/asap".into()));
+        assert_eq!(
+            jwt.keys,
+            JwtKeySource::AsapBaseUrl("https://keys.example/asap".into())
+        );
         assert_eq!(jwt.issuers, vec!["jibri", "jibri-2"]);
         assert!(jwt.ignore_expiry, "Jibri never refreshes its token (K2)");
         assert_eq!(jwt.key_ttl, Duration::from_secs(3600));

@@ -312,7 +312,10 @@ impl JibriController {
     }
 
     fn receipts(&self) -> std::sync::MutexGuard<'_, HashMap<String, UnixMillis>> {
-        self.inner.receipts.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn note_receipt(&self, pod: &str) {
@@ -333,7 +336,9 @@ impl JibriController {
                 | NoActionReason::PodNotFound
                 | NoActionReason::UnknownStatus(_)),
             ) => tracing::warn!(pod, ?reason, "webhook ignored"),
-            WebhookOutcome::NoAction(reason) => tracing::debug!(pod, ?reason, "webhook: nothing to do"),
+            WebhookOutcome::NoAction(reason) => {
+                tracing::debug!(pod, ?reason, "webhook: nothing to do")
+            }
             WebhookOutcome::Unavailable(msg) => tracing::warn!(pod, error = %msg, "webhook failed"),
             other => tracing::warn!(pod, outcome = ?other, "webhook refused"),
         }
@@ -390,7 +395,10 @@ impl JibriController {
             }
             Err(e) => tracing::debug!(pod = %name, error = %e, "unparsable jibri session event"),
         }
-        self.finish(&name, WebhookOutcome::NoAction(NoActionReason::SessionEvent))
+        self.finish(
+            &name,
+            WebhookOutcome::NoAction(NoActionReason::SessionEvent),
+        )
     }
 
     async fn handle_status(&self, name: &str, request: &WebhookRequest<'_>) -> WebhookOutcome {
@@ -398,7 +406,8 @@ impl JibriController {
             Ok(e) => e,
             Err(e) => return WebhookOutcome::BadRequest(format!("malformed status event: {e}")),
         };
-        if self.inner.config.check_jibri_id && !event.jibri_id.is_empty() && event.jibri_id != name {
+        if self.inner.config.check_jibri_id && !event.jibri_id.is_empty() && event.jibri_id != name
+        {
             return WebhookOutcome::Forbidden(format!(
                 "jibriId {:?} does not name pod {name}",
                 event.jibri_id
@@ -408,7 +417,9 @@ impl JibriController {
         tracing::debug!(pod = name, busy_status = %event.busy_status_raw, health = ?event.health_status, "jibri status");
         match event.busy_status {
             BusyStatus::Unknown => {
-                return WebhookOutcome::NoAction(NoActionReason::UnknownStatus(event.busy_status_raw));
+                return WebhookOutcome::NoAction(NoActionReason::UnknownStatus(
+                    event.busy_status_raw,
+                ));
             }
             BusyStatus::Idle if !self.inner.config.single_use => {
                 return WebhookOutcome::NoAction(NoActionReason::Idle);
@@ -447,10 +458,17 @@ impl JibriController {
         }
         match event.busy_status {
             BusyStatus::Busy => self.detach(name, &pod).await,
-            BusyStatus::Expired => self.delete(&pod, DeletionReason::Expired, "jibri reported EXPIRED").await,
-            BusyStatus::Idle if detached && self.session_over(&pod) => {
-                self.delete(&pod, DeletionReason::IdleAfterBusy, "detached single-use jibri reported IDLE")
+            BusyStatus::Expired => {
+                self.delete(&pod, DeletionReason::Expired, "jibri reported EXPIRED")
                     .await
+            }
+            BusyStatus::Idle if detached && self.session_over(&pod) => {
+                self.delete(
+                    &pod,
+                    DeletionReason::IdleAfterBusy,
+                    "detached single-use jibri reported IDLE",
+                )
+                .await
             }
             _ => WebhookOutcome::NoAction(NoActionReason::Idle),
         }
@@ -468,7 +486,9 @@ impl JibriController {
             return Err(format!("labels do not match JIBRI_POD_SELECTOR {selector}"));
         }
         let owned_by_replica_set = pod.metadata.owner_references.iter().flatten().any(|o| {
-            o.kind == "ReplicaSet" && o.api_version.starts_with("apps/") && o.controller == Some(true)
+            o.kind == "ReplicaSet"
+                && o.api_version.starts_with("apps/")
+                && o.controller == Some(true)
         });
         if detached || owned_by_replica_set {
             Ok(())
@@ -525,14 +545,24 @@ impl JibriController {
         let Some(body) = self.busy_apply_body(pod) else {
             return WebhookOutcome::NoAction(NoActionReason::AlreadyDetached);
         };
-        match self.inner.pods.apply(name, &body, &self.inner.webhook_policy).await {
+        match self
+            .inner
+            .pods
+            .apply(name, &body, &self.inner.webhook_policy)
+            .await
+        {
             Ok(()) => WebhookOutcome::Ok(WebhookAction::Detached),
             Err(e) => WebhookOutcome::Unavailable(e.to_string()),
         }
     }
 
     async fn delete(&self, pod: &Pod, reason: DeletionReason, detail: &str) -> WebhookOutcome {
-        match self.inner.pods.delete(pod, reason, detail, &self.inner.webhook_policy).await {
+        match self
+            .inner
+            .pods
+            .delete(pod, reason, detail, &self.inner.webhook_policy)
+            .await
+        {
             Ok(Deleted::Now) => WebhookOutcome::Ok(WebhookAction::Deleted(reason)),
             Ok(Deleted::AlreadyGone) => WebhookOutcome::NoAction(NoActionReason::AlreadyGone),
             Err(e) => WebhookOutcome::Unavailable(e.to_string()),
@@ -548,7 +578,9 @@ pub fn decode_pod_name(raw: &str) -> Result<String, String> {
     if is_dns1123_subdomain(&decoded) {
         Ok(decoded.into_owned())
     } else {
-        Err(format!("{decoded:?} is not a valid pod name (DNS-1123 subdomain)"))
+        Err(format!(
+            "{decoded:?} is not a valid pod name (DNS-1123 subdomain)"
+        ))
     }
 }
 
@@ -586,7 +618,10 @@ mod tests {
 
     #[test]
     fn pod_names_are_decoded_and_checked() {
-        assert_eq!(decode_pod_name("jibri-7d9f8-abcde"), Ok("jibri-7d9f8-abcde".into()));
+        assert_eq!(
+            decode_pod_name("jibri-7d9f8-abcde"),
+            Ok("jibri-7d9f8-abcde".into())
+        );
         assert_eq!(decode_pod_name("jibri%2D0"), Ok("jibri-0".into()));
         assert!(decode_pod_name("a%2Fb").is_err(), "no path tricks");
         assert!(decode_pod_name("..").is_err());
@@ -599,14 +634,20 @@ mod tests {
     #[test]
     fn timestamps_round_trip() {
         assert_eq!(rfc3339(1_795_346_944_152), "2026-11-22T11:29:04Z");
-        assert_eq!(parse_rfc3339_ms("2026-11-22T11:29:04Z"), Some(1_795_346_944_000));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T11:29:04Z"),
+            Some(1_795_346_944_000)
+        );
         assert_eq!(parse_rfc3339_ms("soon"), None);
     }
 
     #[test]
     fn mapped_addresses_are_canonical() {
         let mapped: IpAddr = "::ffff:10.0.0.5".parse().expect("ip");
-        assert_eq!(canonical_ip(mapped), "10.0.0.5".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            canonical_ip(mapped),
+            "10.0.0.5".parse::<IpAddr>().expect("ip")
+        );
         let v6: IpAddr = "fd00::5".parse().expect("ip");
         assert_eq!(canonical_ip(v6), v6);
     }

@@ -83,7 +83,11 @@ pub(crate) struct HealthProbe {
 
 impl HealthProbe {
     pub(crate) fn new(http: reqwest::Client, port: u16, timeout: Duration) -> Self {
-        Self { http, port, timeout }
+        Self {
+            http,
+            port,
+            timeout,
+        }
     }
 
     pub(crate) async fn check(&self, ip: Option<IpAddr>) -> Probe {
@@ -156,7 +160,13 @@ mod tests {
         let pod = |ip: Option<&str>, ips: &[&str]| Pod {
             status: Some(PodStatus {
                 pod_ip: ip.map(str::to_owned),
-                pod_ips: Some(ips.iter().map(|i| PodIP { ip: (*i).to_owned() }).collect()),
+                pod_ips: Some(
+                    ips.iter()
+                        .map(|i| PodIP {
+                            ip: (*i).to_owned(),
+                        })
+                        .collect(),
+                ),
                 ..PodStatus::default()
             }),
             ..Pod::default()
@@ -164,7 +174,10 @@ mod tests {
         let dual = pod(Some("fd00::5"), &["fd00::5", "10.0.0.5"]);
         assert_eq!(pod_ip(&dual), Some("fd00::5".parse().expect("ip")));
         assert_eq!(pod_ips(&dual).len(), 2);
-        assert_eq!(pod_ip(&pod(None, &["10.0.0.7"])), Some("10.0.0.7".parse().expect("ip")));
+        assert_eq!(
+            pod_ip(&pod(None, &["10.0.0.7"])),
+            Some("10.0.0.7".parse().expect("ip"))
+        );
         assert_eq!(pod_ip(&pod(None, &[])), None);
         assert_eq!(pod_ip(&pod(Some("garbage"), &[])), None);
         assert_eq!(pod_ip(&Pod::default()), None);

@@ -21,7 +21,9 @@ pub mod stats;
 pub mod sweeper;
 
 pub use auth::kid_key_name;
-pub use config::{ConfigError, JibriControllerConfig, JwtConfig, JwtKeySource, Secret, WebhookAuthConfig};
+pub use config::{
+    ConfigError, JibriControllerConfig, JwtConfig, JwtKeySource, Secret, WebhookAuthConfig,
+};
 pub use controller::{
     BUSY_SINCE_ANNOTATION, DELETION_COST_ANNOTATION, JibriController, LAST_WEBHOOK_ANNOTATION,
     NoActionReason, SAFE_TO_EVICT_ANNOTATION, WebhookAction, WebhookOutcome, WebhookRequest,

@@ -117,13 +117,25 @@ mod tests {
     #[test]
     fn jibri_bodies_parse() {
         let e = parse_status_event(br#"{"jibriId":"jibri_id","status":{"busyStatus":"IDLE","health":{"healthStatus":"HEALTHY","details":{}}}}"#).expect("idle");
-        assert_eq!((e.jibri_id.as_str(), e.busy_status, e.health_status), ("jibri_id", BusyStatus::Idle, HealthStatus::Healthy));
+        assert_eq!(
+            (e.jibri_id.as_str(), e.busy_status, e.health_status),
+            ("jibri_id", BusyStatus::Idle, HealthStatus::Healthy)
+        );
         let e = parse_status_event(br#"{"status":{"health":{"details":{"JibriManager":{"healthStatus":"HEALTHY","detail":""}},"healthStatus":"UNHEALTHY"},"busyStatus":"BUSY"},"jibriId":"jibri-abc"}"#).expect("any order");
-        assert_eq!((e.busy_status, e.health_status), (BusyStatus::Busy, HealthStatus::Unhealthy));
+        assert_eq!(
+            (e.busy_status, e.health_status),
+            (BusyStatus::Busy, HealthStatus::Unhealthy)
+        );
         let minimal = parse_status_event(br#"{"jibriId":"jibri-abc","status":{"busyStatus":"EXPIRED","health":{"healthStatus":"HEALTHY"}}}"#).expect("minimal");
         assert_eq!(minimal.busy_status, BusyStatus::Expired);
-        let future = parse_status_event(br#"{"jibriId":"j","status":{"busyStatus":"RESTING","health":{"healthStatus":"MEH"}}}"#).expect("unknown values");
-        assert_eq!((future.busy_status, future.health_status), (BusyStatus::Unknown, HealthStatus::Unknown));
+        let future = parse_status_event(
+            br#"{"jibriId":"j","status":{"busyStatus":"RESTING","health":{"healthStatus":"MEH"}}}"#,
+        )
+        .expect("unknown values");
+        assert_eq!(
+            (future.busy_status, future.health_status),
+            (BusyStatus::Unknown, HealthStatus::Unknown)
+        );
         assert_eq!(future.busy_status_raw, "RESTING");
     }
 

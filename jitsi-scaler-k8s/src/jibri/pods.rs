@@ -59,22 +59,34 @@ impl JibriPods {
         }
     }
 
-    pub(crate) async fn get(&self, name: &str, policy: &CallPolicy) -> Result<Option<Pod>, ApiError> {
+    pub(crate) async fn get(
+        &self,
+        name: &str,
+        policy: &CallPolicy,
+    ) -> Result<Option<Pod>, ApiError> {
         let result = policy
-            .run(&format!("get pod {}/{name}", self.namespace), || self.api.get_opt(name))
+            .run(&format!("get pod {}/{name}", self.namespace), || {
+                self.api.get_opt(name)
+            })
             .await;
         self.record(&result);
         result
     }
 
     /// Server-side apply of `body` (a partial Pod) with the reference's field manager, forced.
-    pub(crate) async fn apply(&self, name: &str, body: &Value, policy: &CallPolicy) -> Result<(), ApiError> {
+    pub(crate) async fn apply(
+        &self,
+        name: &str,
+        body: &Value,
+        policy: &CallPolicy,
+    ) -> Result<(), ApiError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(body);
         let result = policy
-            .run(&format!("apply busy labels to pod {}/{name}", self.namespace), || {
-                self.api.patch(name, &params, &patch)
-            })
+            .run(
+                &format!("apply busy labels to pod {}/{name}", self.namespace),
+                || self.api.patch(name, &params, &patch),
+            )
             .await
             .map(|_| ());
         self.record(&result);
@@ -120,7 +132,12 @@ impl JibriPods {
     }
 
     /// The pods carrying every busy label, all pages.
-    pub(crate) async fn list(&self, selector: &str, page_size: u32, policy: &CallPolicy) -> Result<Vec<Pod>, ApiError> {
+    pub(crate) async fn list(
+        &self,
+        selector: &str,
+        page_size: u32,
+        policy: &CallPolicy,
+    ) -> Result<Vec<Pod>, ApiError> {
         let result = PodProvider::list_all(&self.api, policy, selector, page_size).await;
         self.record(&result);
         result
@@ -129,7 +146,9 @@ impl JibriPods {
     /// Emits a Kubernetes Event about a deletion, in the background; failures are counted and
     /// logged at debug level (RBAC for events is optional).
     fn emit(&self, pod: &Pod, reason: DeletionReason, detail: &str) {
-        let Some(recorder) = self.recorder.clone() else { return };
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -147,7 +166,9 @@ impl JibriPods {
         };
         let stats = self.stats.clone();
         tokio::spawn(async move {
-            let published = tokio::time::timeout(Duration::from_secs(5), recorder.publish(&event, &reference)).await;
+            let published =
+                tokio::time::timeout(Duration::from_secs(5), recorder.publish(&event, &reference))
+                    .await;
             match published {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

@@ -159,7 +159,8 @@ impl ControllerStats {
     pub(crate) fn sweep(&self, millis: u64, unreachable: u64, refused_everywhere: bool) {
         self.sweeps.fetch_add(1, Ordering::Relaxed);
         self.last_sweep_millis.store(millis, Ordering::Relaxed);
-        self.health_unreachable.store(unreachable, Ordering::Relaxed);
+        self.health_unreachable
+            .store(unreachable, Ordering::Relaxed);
         self.health_api_refused
             .store(u64::from(refused_everywhere), Ordering::Relaxed);
     }
@@ -216,7 +217,15 @@ mod tests {
         assert_eq!(s.deletions_of(DeletionReason::Unreachable), 0);
         assert_eq!(s.webhooks_of("ok"), 1);
         assert_eq!(s.webhooks.iter().map(|(_, n)| n).sum::<u64>(), 1);
-        assert_eq!((s.sweeps, s.last_sweep_millis, s.health_unreachable, s.health_api_refused), (1, 42, 3, 1));
+        assert_eq!(
+            (
+                s.sweeps,
+                s.last_sweep_millis,
+                s.health_unreachable,
+                s.health_api_refused
+            ),
+            (1, 42, 3, 1)
+        );
         let labels: Vec<_> = DeletionReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), 6);
     }

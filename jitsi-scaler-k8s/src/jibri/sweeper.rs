@@ -28,7 +28,9 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::controller::{BUSY_SINCE_ANNOTATION, JibriController, LAST_WEBHOOK_ANNOTATION, annotation_ms};
+use super::controller::{
+    BUSY_SINCE_ANNOTATION, JibriController, LAST_WEBHOOK_ANNOTATION, annotation_ms,
+};
 use super::health::{Probe, Unreachable, pod_ip};
 use super::pods::Deleted;
 use super::stats::DeletionReason;
@@ -218,7 +220,11 @@ impl Sweeper {
         let watching_since = *self.watching_since.get_or_insert(now);
         let pods = inner
             .pods
-            .list(&inner.busy_selector, inner.config.list_page_size, &self.policy)
+            .list(
+                &inner.busy_selector,
+                inner.config.list_page_size,
+                &self.policy,
+            )
             .await?;
         let mut report = SweepReport {
             pods: pods.len(),
@@ -274,7 +280,10 @@ impl Sweeper {
                     refused += 1;
                 }
                 tracing::warn!(pod = %name, reason = ?kind, "sweeper: failed to check jibri status");
-                if self.controller.last_receipt(&name).is_some_and(|at| now - at < rules.webhook_silence_ms)
+                if self
+                    .controller
+                    .last_receipt(&name)
+                    .is_some_and(|at| now - at < rules.webhook_silence_ms)
                     || annotation_ms(pod, LAST_WEBHOOK_ANNOTATION)
                         .is_some_and(|at| now - at < rules.webhook_silence_ms)
                 {
@@ -314,7 +323,13 @@ impl Sweeper {
         inner
             .stats
             .sweep(millis, report.unreachable as u64, report.refused_everywhere);
-        tracing::debug!(pods = report.pods, deleted = report.deleted.len(), unreachable = report.unreachable, millis, "sweep done");
+        tracing::debug!(
+            pods = report.pods,
+            deleted = report.deleted.len(),
+            unreachable = report.unreachable,
+            millis,
+            "sweep done"
+        );
         Ok(report)
     }
 }
@@ -331,7 +346,9 @@ fn describe(reason: DeletionReason, rules: &SweepRules) -> String {
         DeletionReason::Expired => "jibri reported EXPIRED".into(),
         DeletionReason::IdleAfterBusy => "detached jibri reported IDLE".into(),
         DeletionReason::TerminalPhase => "pod phase is Failed or Succeeded".into(),
-        DeletionReason::IdleDetached => format!("detached jibri idle for {} s", rules.idle_grace_ms / 1000),
+        DeletionReason::IdleDetached => {
+            format!("detached jibri idle for {} s", rules.idle_grace_ms / 1000)
+        }
         DeletionReason::Unreachable => format!(
             "health check failed {} sweeps in a row and no webhook for {} s",
             rules.unreachable_cycles,
@@ -365,21 +382,49 @@ mod tests {
     fn expired_and_ended_pods_go() {
         let mut m = PodMemory::default();
         let facts = PodFacts::default();
-        assert_eq!(decide(&RULES, &facts, status(BusyStatus::Expired), &mut m, 0), Some(DeletionReason::Expired));
-        let ended = PodFacts { terminal_phase: true, ..facts };
-        assert_eq!(decide(&RULES, &ended, None, &mut m, 0), Some(DeletionReason::TerminalPhase));
-        assert_eq!(decide(&RULES, &facts, status(BusyStatus::Busy), &mut m, 0), None);
+        assert_eq!(
+            decide(&RULES, &facts, status(BusyStatus::Expired), &mut m, 0),
+            Some(DeletionReason::Expired)
+        );
+        let ended = PodFacts {
+            terminal_phase: true,
+            ..facts
+        };
+        assert_eq!(
+            decide(&RULES, &ended, None, &mut m, 0),
+            Some(DeletionReason::TerminalPhase)
+        );
+        assert_eq!(
+            decide(&RULES, &facts, status(BusyStatus::Busy), &mut m, 0),
+            None
+        );
     }
 
     #[test]
     fn idle_pods_go_after_the_grace_period_without_interruption() {
         let mut m = PodMemory::default();
         let f = PodFacts::default();
-        assert_eq!(decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 1_000), None);
-        assert_eq!(decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 500_000), None);
-        assert_eq!(decide(&RULES, &f, status(BusyStatus::Busy), &mut m, 550_000), None, "busy resets");
-        assert_eq!(decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 600_000), None);
-        assert_eq!(decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 1_199_999), None);
+        assert_eq!(
+            decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 1_000),
+            None
+        );
+        assert_eq!(
+            decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 500_000),
+            None
+        );
+        assert_eq!(
+            decide(&RULES, &f, status(BusyStatus::Busy), &mut m, 550_000),
+            None,
+            "busy resets"
+        );
+        assert_eq!(
+            decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 600_000),
+            None
+        );
+        assert_eq!(
+            decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 1_199_999),
+            None
+        );
         assert_eq!(
             decide(&RULES, &f, status(BusyStatus::Idle), &mut m, 1_200_000),
             Some(DeletionReason::IdleDetached)
@@ -389,34 +434,85 @@ mod tests {
     #[test]
     fn unreachable_pods_go_only_after_n_cycles_and_webhook_silence() {
         let mut m = PodMemory::default();
-        let silent = PodFacts { last_webhook_ms: 0, ..PodFacts::default() };
+        let silent = PodFacts {
+            last_webhook_ms: 0,
+            ..PodFacts::default()
+        };
         let now = 1_000_000;
         assert_eq!(decide(&RULES, &silent, DOWN, &mut m, now), None);
         assert_eq!(decide(&RULES, &silent, DOWN, &mut m, now), None);
-        assert_eq!(decide(&RULES, &silent, DOWN, &mut m, now), Some(DeletionReason::Unreachable));
+        assert_eq!(
+            decide(&RULES, &silent, DOWN, &mut m, now),
+            Some(DeletionReason::Unreachable)
+        );
 
         let mut m = PodMemory::default();
-        let talking = PodFacts { last_webhook_ms: now - 60_000, ..PodFacts::default() };
+        let talking = PodFacts {
+            last_webhook_ms: now - 60_000,
+            ..PodFacts::default()
+        };
         for _ in 0..10 {
-            assert_eq!(decide(&RULES, &talking, DOWN, &mut m, now), None, "still sending webhooks (K10)");
+            assert_eq!(
+                decide(&RULES, &talking, DOWN, &mut m, now),
+                None,
+                "still sending webhooks (K10)"
+            );
         }
         assert_eq!(m.unreachable_cycles, 10);
-        assert_eq!(decide(&RULES, &talking, status(BusyStatus::Busy), &mut m, now), None);
+        assert_eq!(
+            decide(&RULES, &talking, status(BusyStatus::Busy), &mut m, now),
+            None
+        );
         assert_eq!(m.unreachable_cycles, 0, "an answer resets the count");
         let no_ip = Some(Probe::Unreachable(Unreachable::NoIp));
-        let mut m = PodMemory { unreachable_cycles: 2, idle_since_ms: Some(5) };
-        assert_eq!(decide(&RULES, &silent, no_ip, &mut m, now), Some(DeletionReason::Unreachable));
+        let mut m = PodMemory {
+            unreachable_cycles: 2,
+            idle_since_ms: Some(5),
+        };
+        assert_eq!(
+            decide(&RULES, &silent, no_ip, &mut m, now),
+            Some(DeletionReason::Unreachable)
+        );
     }
 
     #[test]
     fn long_busy_pods_go_when_limited() {
-        let rules = SweepRules { max_busy_ms: Some(3_600_000), ..RULES };
+        let rules = SweepRules {
+            max_busy_ms: Some(3_600_000),
+            ..RULES
+        };
         let mut m = PodMemory::default();
-        let f = PodFacts { busy_since_ms: Some(0), last_webhook_ms: 0, terminal_phase: false };
-        assert_eq!(decide(&rules, &f, status(BusyStatus::Busy), &mut m, 3_599_999), None);
-        assert_eq!(decide(&rules, &f, status(BusyStatus::Busy), &mut m, 3_600_000), Some(DeletionReason::MaxBusy));
-        let unknown_start = PodFacts { busy_since_ms: None, ..f };
-        assert_eq!(decide(&rules, &unknown_start, status(BusyStatus::Busy), &mut m, 9_999_999), None);
-        assert_eq!(decide(&RULES, &f, status(BusyStatus::Busy), &mut m, 9_999_999), None, "off by default");
+        let f = PodFacts {
+            busy_since_ms: Some(0),
+            last_webhook_ms: 0,
+            terminal_phase: false,
+        };
+        assert_eq!(
+            decide(&rules, &f, status(BusyStatus::Busy), &mut m, 3_599_999),
+            None
+        );
+        assert_eq!(
+            decide(&rules, &f, status(BusyStatus::Busy), &mut m, 3_600_000),
+            Some(DeletionReason::MaxBusy)
+        );
+        let unknown_start = PodFacts {
+            busy_since_ms: None,
+            ..f
+        };
+        assert_eq!(
+            decide(
+                &rules,
+                &unknown_start,
+                status(BusyStatus::Busy),
+                &mut m,
+                9_999_999
+            ),
+            None
+        );
+        assert_eq!(
+            decide(&RULES, &f, status(BusyStatus::Busy), &mut m, 9_999_999),
+            None,
+            "off by default"
+        );
     }
 }

@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(errors[0].path, "instanceConfigurationId");
         let g = group(json!({"instanceConfigurationId": "jibri-template"}));
         assert!(validate(&g).is_empty());
-        assert_eq!(KubernetesGroupConfig::of(&g).expect("defaults"), KubernetesGroupConfig::default());
+        assert_eq!(
+            KubernetesGroupConfig::of(&g).expect("defaults"),
+            KubernetesGroupConfig::default()
+        );
     }
 
     #[test]
@@ -165,12 +168,20 @@ mod tests {
         assert_eq!(errors[0].path, "kubernetes");
         assert!(errors[0].msg.contains("namespce"), "{}", errors[0].msg);
 
-        let g = group(json!({"instanceConfigurationId": "Bad_Name", "kubernetes": {"namespace": "Not OK"}}));
+        let g = group(
+            json!({"instanceConfigurationId": "Bad_Name", "kubernetes": {"namespace": "Not OK"}}),
+        );
         let paths: Vec<_> = validate(&g).into_iter().map(|e| e.path).collect();
-        assert_eq!(paths, vec!["kubernetes.namespace", "instanceConfigurationId"]);
+        assert_eq!(
+            paths,
+            vec!["kubernetes.namespace", "instanceConfigurationId"]
+        );
 
         let g = group(json!({"kubernetes": {"podTemplate": {"spec": {"containers": []}}}}));
-        assert_eq!(validate(&g)[0].path, "kubernetes.podTemplate.spec.containers");
+        assert_eq!(
+            validate(&g)[0].path,
+            "kubernetes.podTemplate.spec.containers"
+        );
 
         let mut g = group(json!({"instanceConfigurationId": "t"}));
         g.name = "a name with spaces".into();

@@ -136,7 +136,11 @@ fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 impl PodProvider {
@@ -177,14 +181,14 @@ impl PodProvider {
         let found = self
             .config
             .api
-            .run(&format!("get podtemplate {ns}/{name}"), || api.get_opt(name))
+            .run(&format!("get podtemplate {ns}/{name}"), || {
+                api.get_opt(name)
+            })
             .await
             .map_err(|e| e.to_provider_error())?;
-        found
-            .and_then(|t| t.template)
-            .ok_or_else(|| {
-                ProviderError::Config(format!("PodTemplate {ns}/{name} not found or empty"))
-            })
+        found.and_then(|t| t.template).ok_or_else(|| {
+            ProviderError::Config(format!("PodTemplate {ns}/{name} not found or empty"))
+        })
     }
 
     /// The pod of one slot, from the template.
@@ -322,7 +326,11 @@ impl PodProvider {
                     Ok(page) => page,
                     Err(e) if e.is_gone() && restarts < 3 => {
                         restarts += 1;
-                        tracing::debug!(selector, restarts, "continue token expired, listing again");
+                        tracing::debug!(
+                            selector,
+                            restarts,
+                            "continue token expired, listing again"
+                        );
                         continue 'listing;
                     }
                     Err(e) => return Err(e),
@@ -408,7 +416,9 @@ impl CloudProvider for PodProvider {
         let existing = self
             .config
             .api
-            .run(&format!("get pod {instance_id}"), || api.get_opt(instance_id))
+            .run(&format!("get pod {instance_id}"), || {
+                api.get_opt(instance_id)
+            })
             .await
             .map_err(|e| e.to_provider_error())?;
         let Some(pod) = existing else {
@@ -462,7 +472,11 @@ mod tests {
         let a = pod_name("Prod_Jibri", "key-1");
         assert_eq!(a, pod_name("Prod_Jibri", "key-1"));
         assert_ne!(a, pod_name("Prod_Jibri", "key-2"));
-        assert_ne!(a, pod_name("prod-jibri", "key-1"), "the group is part of the hash");
+        assert_ne!(
+            a,
+            pod_name("prod-jibri", "key-1"),
+            "the group is part of the hash"
+        );
         assert!(a.starts_with("prod-jibri-"));
         assert!(crate::names::is_dns1123_label(&a));
         let long = pod_name(&"g".repeat(200), "k");
@@ -480,10 +494,16 @@ mod tests {
             ..Pod::default()
         };
         assert_eq!(cloud_status(&Pod::default()), state::PROVISIONING);
-        assert_eq!(cloud_status(&with_phase(Some("Pending"))), state::PROVISIONING);
+        assert_eq!(
+            cloud_status(&with_phase(Some("Pending"))),
+            state::PROVISIONING
+        );
         assert_eq!(cloud_status(&with_phase(Some("Running"))), state::RUNNING);
         assert_eq!(cloud_status(&with_phase(Some("Failed"))), state::TERMINATED);
-        assert_eq!(cloud_status(&with_phase(Some("Succeeded"))), state::TERMINATED);
+        assert_eq!(
+            cloud_status(&with_phase(Some("Succeeded"))),
+            state::TERMINATED
+        );
         assert_eq!(cloud_status(&with_phase(Some("Unknown"))), state::UNKNOWN);
         let mut deleting = with_phase(Some("Running"));
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));

@@ -24,8 +24,12 @@ pub const REQUIRE_SERVICES: &str = "JITSI_SCALER_REQUIRE_SERVICES";
 /// configured and services are not required. Panics when required and missing.
 pub async fn kube_test_client() -> Option<Client> {
     jitsi_scaler_k8s::install_crypto_provider();
-    let server = std::env::var("KUBE_TEST_SERVER").ok().filter(|s| !s.is_empty());
-    let token = std::env::var("KUBE_TEST_TOKEN").ok().filter(|s| !s.is_empty());
+    let server = std::env::var("KUBE_TEST_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let token = std::env::var("KUBE_TEST_TOKEN")
+        .ok()
+        .filter(|s| !s.is_empty());
     let (Some(server), Some(token)) = (server, token) else {
         let why = "KUBE_TEST_SERVER/KUBE_TEST_TOKEN not set: no kube-apiserver \
                    (run ../shared/tools/kube-test/start.sh or .ci/services/kube-test.sh)";
@@ -95,9 +99,13 @@ pub async fn set_pod_status(client: &Client, ns: &str, name: &str, phase: &str, 
         status["podIP"] = ip.into();
         status["podIPs"] = json!([{"ip": ip}]);
     }
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
-        .await
-        .unwrap();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .unwrap();
 }
 
 /// A wall clock that stays where it is set.
@@ -146,7 +154,11 @@ impl Recorded {
             .filter(|p| !p.is_empty())
             .map(|p| {
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+                let dec = |s: &str| {
+                    percent_encoding::percent_decode_str(&s.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
                 (dec(k), dec(v))
             })
             .collect();
@@ -214,7 +226,11 @@ where
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
-            let body = body.collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes().to_vec())
+                .unwrap_or_default();
             let recorded = Recorded {
                 method: parts.method.to_string(),
                 uri: parts.uri.to_string(),
