@@ -402,6 +402,54 @@ async fn the_sweeper_does_nothing_without_leadership() {
     assert!(api.calls().is_empty());
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_sweep_loop_ticks_and_retries_failed_sweeps() {
+    let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = lists.clone();
+    let (client, api) = mock_client(move |_: &Recorded| {
+        // The first sweep fails on all three attempts of its listing.
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3 {
+            status_error(503, "ServiceUnavailable", "apiserver restarting")
+        } else {
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            )
+        }
+    });
+    let mut cfg = config();
+    cfg.sweep_interval = Duration::from_secs(300);
+    let c = controller(client, cfg);
+    let cancel = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(
+        c.sweeper(Arc::new(SingleNode::new("ctrl-0")))
+            .run(cancel.clone()),
+    );
+    let hour = Duration::from_secs(3600);
+    api.wait_within(hour, |_| {
+        lists.load(std::sync::atomic::Ordering::SeqCst) >= 4
+    })
+    .await;
+    let retried_after = started.elapsed();
+    assert!(
+        retried_after < Duration::from_secs(60),
+        "a failed sweep is retried with back-off, not at the next tick: {retried_after:?}"
+    );
+    api.wait_within(hour, |_| {
+        lists.load(std::sync::atomic::Ordering::SeqCst) >= 5
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(300),
+        "then every SWEEP_INTERVAL"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+    // The sweep in flight at cancellation completes: 3 attempts failed (1 sweep), 2 sweeps done.
+    assert_eq!((c.stats().sweep_failures, c.stats().sweeps), (1, 2));
+}
+
 /// A Lease store with `resourceVersion` checks, like the API server's.
 fn lease_api(initial: Option<Value>) -> impl Fn(&Recorded) -> (u16, Value) + Send + Sync + 'static {
     let stored = Arc::new(Mutex::new(initial));

@@ -197,7 +197,12 @@ impl MockApi {
 
     /// Waits (at most 10 s) until a request satisfies `pred`, and returns it.
     pub async fn wait_for(&self, pred: impl Fn(&Recorded) -> bool) -> Recorded {
-        tokio::time::timeout(Duration::from_secs(10), async {
+        self.wait_within(Duration::from_secs(10), pred).await
+    }
+
+    /// Waits at most `limit` (of tokio time: paused tests move it) for a request.
+    pub async fn wait_within(&self, limit: Duration, pred: impl Fn(&Recorded) -> bool) -> Recorded {
+        tokio::time::timeout(limit, async {
             loop {
                 let notified = self.arrived.notified();
                 if let Some(r) = self.requests().into_iter().find(|r| pred(r)) {
