@@ -452,7 +452,13 @@ async fn the_sweep_loop_ticks_and_retries_failed_sweeps() {
 
 /// A Lease store with `resourceVersion` checks, like the API server's.
 fn lease_api(initial: Option<Value>) -> impl Fn(&Recorded) -> (u16, Value) + Send + Sync + 'static {
-    let stored = Arc::new(Mutex::new(initial));
+    shared_lease_api(Arc::new(Mutex::new(initial)))
+}
+
+/// The same, over a store several clients share.
+fn shared_lease_api(
+    stored: Arc<Mutex<Option<Value>>>,
+) -> impl Fn(&Recorded) -> (u16, Value) + Send + Sync + 'static {
     move |r: &Recorded| {
         let mut stored = stored.lock().unwrap();
         let version = |v: &Value| {
@@ -647,4 +653,48 @@ async fn a_live_lease_is_taken_only_after_it_stops_changing() {
     );
     cancel.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_lease_is_taken_over_within_one_renew_period() {
+    let store = Arc::new(Mutex::new(None));
+    let candidate = |identity: &str| {
+        let (client, _api) = mock_client(shared_lease_api(store.clone()));
+        Arc::new(
+            LeaseLeadership::with_clock(client, lease_config(identity), FixedClock::at(NOW_MS))
+                .unwrap(),
+        )
+    };
+    let (a, b) = (candidate("ctrl-a"), candidate("ctrl-b"));
+    let (cancel_a, cancel_b) = (CancellationToken::new(), CancellationToken::new());
+    let task_a = tokio::spawn({
+        let (l, c) = (a.clone(), cancel_a.clone());
+        async move { l.run(c).await }
+    });
+    until_leader(&a, true).await;
+    let task_b = tokio::spawn({
+        let (l, c) = (b.clone(), cancel_b.clone());
+        async move { l.run(c).await }
+    });
+    let mut rx = b.subscribe();
+    rx.wait_for(|s| s.leader.as_deref() == Some("ctrl-a"))
+        .await
+        .unwrap();
+    // Both keep running for a while: only one leads.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(a.token().is_some() && b.token().is_none());
+
+    cancel_a.cancel();
+    task_a.await.unwrap();
+    let released = tokio::time::Instant::now();
+    until_leader(&b, true).await;
+    let renew = lease_config("x").renew_period;
+    assert!(
+        released.elapsed() <= renew,
+        "taken over {:?} after the release (renew period {renew:?})",
+        released.elapsed()
+    );
+    assert_eq!(b.token(), Some(1));
+    cancel_b.cancel();
+    task_b.await.unwrap();
 }

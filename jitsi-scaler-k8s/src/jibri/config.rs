@@ -3,33 +3,32 @@
 //! The reference's variables (all required, as in the reference): `PORT`,
 //! `JIBRI_HEALTH_PORT`, `JIBRI_BUSY_LABELS`, `SWEEP_INTERVAL`, `POD_NAME`, `NAMESPACE`.
 //!
-//! Optional variables (defaults in brackets):
+//! Optional variables:
 //!
-//! | variable | meaning |
-//! |---|---|
-//! | `JIBRI_NAMESPACE` [`NAMESPACE`] | namespace of the Jibri pods |
-//! | `JIBRI_POD_SELECTOR` [empty] | label selector a pod must match before any webhook action |
-//! | `LEASE_DURATION_SECONDS` [15] | `leaseDurationSeconds` of the Lease |
-//! | `LEASE_RENEW_SECONDS` [5] | renew period of the Lease |
-//! | `HEALTH_TIMEOUT_MS` [2000] | timeout of one Jibri health check |
-//! | `SWEEP_CONCURRENCY` [8] | health checks run at once |
-//! | `SWEEP_UNREACHABLE_CYCLES` [3] | failed health checks in a row before an unreachable pod may be deleted |
-//! | `MAX_BUSY_SECONDS` [0 = off] | delete detached pods busy for longer |
-//! | `IDLE_DETACHED_GRACE_SECONDS` [600] | delete detached pods idle for longer |
-//! | `WEBHOOK_AUTH` [`none`] | `none`, `jwt` (Jibri's `jwt-info`) or `token` (shared bearer token) |
-//! | `WEBHOOK_JWT_PUBLIC_KEY_FILE` / `ASAP_PUB_KEY_BASE_URL` | RSA public key (PEM), or the base URL of keys fetched by `sha256(kid)` |
-//! | `ASAP_PUB_KEY_TTL` [3600] | cache time of fetched keys, seconds |
-//! | `WEBHOOK_JWT_ISS` | accepted issuers (comma-separated), required with `jwt` |
-//! | `WEBHOOK_JWT_AUD` | expected audience, required with `jwt` |
-//! | `WEBHOOK_JWT_IGNORE_EXPIRY` [true] | accept expired tokens (Jibri never refreshes its token) |
-//! | `WEBHOOK_TOKEN` / `WEBHOOK_TOKEN_FILE` | the shared token, required with `token` |
-//! | `WEBHOOK_REQUIRE_SOURCE_IP` [false] | a webhook must come from the pod's own IP |
-//! | `WEBHOOK_CHECK_JIBRI_ID` [true] | refuse a non-empty `jibriId` other than the pod name |
-//! | `JIBRI_SINGLE_USE` [true] | a detached Jibri reporting `IDLE` again has served its session: delete it |
-//! | `JIBRI_BUSY_DELETION_COST` [10000] | `pod-deletion-cost` set on busy pods; empty or `off` disables |
-//! | `JIBRI_EMIT_EVENTS` [true] | emit a Kubernetes Event for every deletion |
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `JIBRI_NAMESPACE` | `NAMESPACE` | namespace of the Jibri pods |
+//! | `JIBRI_POD_SELECTOR` | empty | label selector a pod must match before any webhook action |
+//! | `LEASE_DURATION_SECONDS` | 15 | `leaseDurationSeconds` of the Lease |
+//! | `LEASE_RENEW_SECONDS` | 5 | renew period of the Lease |
+//! | `HEALTH_TIMEOUT_MS` | 2000 | timeout of one Jibri health check |
+//! | `SWEEP_CONCURRENCY` | 8 | health checks run at once |
+//! | `SWEEP_UNREACHABLE_CYCLES` | 3 | failed health checks in a row before an unreachable pod may be deleted |
+//! | `MAX_BUSY_SECONDS` | 0 = off | delete detached pods busy for longer |
+//! | `IDLE_DETACHED_GRACE_SECONDS` | 600 | delete detached pods idle for longer |
+//! | `WEBHOOK_AUTH` | `none` | `none`, `jwt` (Jibri's `jwt-info`) or `token` (shared bearer token) |
+//! | `WEBHOOK_JWT_PUBLIC_KEY_FILE` / `ASAP_PUB_KEY_BASE_URL` | | RSA public key (PEM), or the base URL of keys fetched by `sha256(kid)` |
+//! | `ASAP_PUB_KEY_TTL` | 3600 | cache time of fetched keys, seconds |
+//! | `WEBHOOK_JWT_ISS` | | accepted issuers (comma-separated), required with `jwt` |
+//! | `WEBHOOK_JWT_AUD` | | expected audience, required with `jwt` |
+//! | `WEBHOOK_JWT_IGNORE_EXPIRY` | true | accept expired tokens (Jibri never refreshes its token) |
+//! | `WEBHOOK_TOKEN` / `WEBHOOK_TOKEN_FILE` | | the shared token, required with `token` |
+//! | `WEBHOOK_REQUIRE_SOURCE_IP` | false | a webhook must come from the pod's own IP |
+//! | `WEBHOOK_CHECK_JIBRI_ID` | true | refuse a non-empty `jibriId` other than the pod name |
+//! | `JIBRI_SINGLE_USE` | true | a detached Jibri reporting `IDLE` again has served its session: delete it |
+//! | `JIBRI_BUSY_DELETION_COST` | 10000 | `pod-deletion-cost` set on busy pods; empty or `off` disables |
+//! | `JIBRI_EMIT_EVENTS` | true | emit a Kubernetes Event for every deletion |
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -494,21 +493,22 @@ fn webhook_auth(env: &Env<'_>) -> Result<WebhookAuthConfig, ConfigError> {
     }
 }
 
-/// The reference's variables with typical values, for tests and examples.
-pub fn reference_env() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
-        ("PORT", "8080"),
-        ("JIBRI_HEALTH_PORT", "2222"),
-        ("JIBRI_BUSY_LABELS", "app=jibri,state=busy"),
-        ("SWEEP_INTERVAL", "300"),
-        ("POD_NAME", "jibri-pod-controller-0"),
-        ("NAMESPACE", "jitsi"),
-    ])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    /// The reference's variables with typical values, for tests and examples.
+    fn reference_env() -> BTreeMap<&'static str, &'static str> {
+        BTreeMap::from([
+            ("PORT", "8080"),
+            ("JIBRI_HEALTH_PORT", "2222"),
+            ("JIBRI_BUSY_LABELS", "app=jibri,state=busy"),
+            ("SWEEP_INTERVAL", "300"),
+            ("POD_NAME", "jibri-pod-controller-0"),
+            ("NAMESPACE", "jitsi"),
+        ])
+    }
 
     fn config(
         extra: &[(&'static str, &'static str)],
