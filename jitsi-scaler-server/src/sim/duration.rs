@@ -31,7 +31,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration so that [`parse_duration`] reads it back exactly (in milliseconds when
 /// whole, otherwise in seconds).
 pub fn format_duration(duration: Duration) -> String {
-    if duration.subsec_nanos() % 1_000_000 == 0 {
+    if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", duration.as_millis())
     } else {
         format!("{}", duration.as_secs_f64())

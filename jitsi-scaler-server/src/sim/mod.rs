@@ -428,17 +428,23 @@ impl Simulation {
                 Some(result) = OptionFuture::from(call.as_mut()), if call.is_some() => {
                     call = None;
                     next_poll = Instant::now() + self.poll_interval;
-                    let command = result.unwrap_or_else(|error| {
-                        warn!(%error, "command poll failed, continuing as if no command");
-                        Command::default()
-                    });
+                    let command = match result {
+                        Ok(command) => {
+                            debug!(?command, "command poll answered");
+                            command
+                        }
+                        Err(error) => {
+                            warn!(%error, "command poll failed, continuing as if no command");
+                            Command::default()
+                        }
+                    };
                     match self.sidecar.on_command(&command) {
                         Action::Shutdown => drained_at = Some(self.begin_drain().await),
                         Action::Reconfigure(date) => {
                             info!(date, "reconfiguration requested");
                             reconfigured_at = Some(Instant::now() + self.clock.real(self.reconfigure));
                         }
-                        Action::None => debug!(?command, "command poll answered"),
+                        Action::None => {}
                     }
                 }
                 () = sleep_until(next_poll), if call.is_none() => {
