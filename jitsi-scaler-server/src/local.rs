@@ -1,1 +1,0 @@
-//! The `local` provider: instances as child processes running `jitsi-scaler sim-instance`.

@@ -1,1 +1,0 @@
-//! `jitsi-scaler sim-instance`: a simulated Jitsi component speaking the sidecar protocol.
