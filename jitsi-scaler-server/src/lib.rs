@@ -5,7 +5,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod app;
 pub mod auth;
+pub mod config;
 pub mod local;
 pub mod sim;
 pub mod telemetry;

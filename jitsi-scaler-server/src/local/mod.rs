@@ -16,11 +16,12 @@
 //!   the rest. Instances also exit by themselves when the server process disappears.
 
 mod child;
+mod fleet;
 mod settings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -147,7 +148,8 @@ pub fn instance_id_for(idempotency_key: &str) -> String {
 pub struct LocalProvider {
     config: LocalConfig,
     program: PathBuf,
-    children: Mutex<BTreeMap<String, LocalChild>>,
+    children: Arc<Mutex<BTreeMap<String, LocalChild>>>,
+    fleets: fleet::Fleets,
 }
 
 impl LocalProvider {
@@ -165,10 +167,21 @@ impl LocalProvider {
                 config.log_dir.display()
             ))
         })?;
+        let children: Arc<Mutex<BTreeMap<String, LocalChild>>> = Arc::new(Mutex::new(BTreeMap::new()));
+        let counted = children.clone();
+        let live: fleet::LiveCount = Arc::new(move |group: &str| {
+            counted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|c| c.group == group)
+                .count()
+        });
         Ok(Self {
             config,
             program,
-            children: Mutex::new(BTreeMap::new()),
+            children,
+            fleets: fleet::Fleets::new(live),
         })
     }
 
@@ -187,6 +200,7 @@ impl LocalProvider {
     /// Stops every instance (SIGTERM, then SIGKILL after the grace period) and waits for
     /// them; the number stopped. Call it before the server exits.
     pub async fn shutdown(&self) -> usize {
+        self.fleets.stop();
         let all = std::mem::take(&mut *self.lock());
         let count = all.len();
         let grace = self.config.terminate_grace;
@@ -230,6 +244,10 @@ impl LocalProvider {
             vars.push((env::TOKEN, token.expose().to_owned()));
         }
         vars.extend(settings.env_vars());
+        if settings.fleet_load.is_some() {
+            let file = fleet::load_file(&self.config.log_dir, &group.name);
+            vars.push((env::LOAD_FILE, file.display().to_string()));
+        }
         let log_path = self.log_path(instance_id);
         LocalChild::spawn(
             Spawn {
@@ -280,6 +298,17 @@ impl CloudProvider for LocalProvider {
             Ok(settings) => settings,
             Err(msg) => return LaunchOutcome::failed(ProviderError::Config(msg)),
         };
+        if let Some(curve) = &settings.fleet_load {
+            match curve.parse() {
+                Ok(profile) => self.fleets.ensure(
+                    &group.name,
+                    profile,
+                    settings.time_scale.unwrap_or(1.0),
+                    fleet::load_file(&self.config.log_dir, &group.name),
+                ),
+                Err(e) => return LaunchOutcome::failed(ProviderError::Config(format!("fleetLoad: {e}"))),
+            }
+        }
         let mut outcome = LaunchOutcome::default();
         let mut children = self.lock();
         reap(&mut children);
@@ -385,10 +414,8 @@ impl Drop for LocalProvider {
     /// Kills every instance still running (use [`LocalProvider::shutdown`] for a graceful
     /// stop).
     fn drop(&mut self) {
-        let children = self
-            .children
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+        self.fleets.stop();
+        let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
         for (id, child) in children.iter_mut() {
             if child.exited().is_none() {
                 warn!(instance_id = %id, "killing local instance");

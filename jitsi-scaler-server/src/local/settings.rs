@@ -22,6 +22,10 @@ pub struct LocalSettings {
     /// Load profile (`const:0.3`, `ramp:0.1:0.9:300`, `steps:…`, `sine:…`, `file:PATH`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<String>,
+    /// Load of the whole group in instance units (a profile, e.g. `steps:0.5@0,4@60,0.5@240`):
+    /// each live instance gets its share, so more instances means less load each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_load: Option<String>,
     /// Shared load file: one number, re-read at every stats build, overriding the profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_file: Option<PathBuf>,
@@ -72,6 +76,9 @@ impl LocalSettings {
     pub fn check(&self) -> Result<(), String> {
         if let Some(load) = &self.load {
             load.parse::<LoadProfile>().map_err(|e| e.to_string())?;
+        }
+        if let Some(load) = &self.fleet_load {
+            load.parse::<LoadProfile>().map_err(|e| format!("fleetLoad: {e}"))?;
         }
         let positive = [
             ("statsIntervalSec", self.stats_interval_sec),
