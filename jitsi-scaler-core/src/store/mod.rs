@@ -16,6 +16,8 @@
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
+#[cfg(feature = "embedded")]
+mod embedded;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -33,6 +35,8 @@ use crate::leader::FencingToken;
 use crate::metrics::InstanceSamples;
 use crate::provider::LaunchSlot;
 
+#[cfg(feature = "embedded")]
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use memory::MemoryStore;
 
 /// Why a store call failed.

@@ -1,0 +1,783 @@
+//! The working set of the embedded store: every record in memory, answering all reads, plus the
+//! keys changed since the last commit. The semantics are those of [`MemoryStore`]; what this
+//! adds is the bookkeeping of which records the next commit must write or delete.
+//!
+//! [`MemoryStore`]: crate::store::MemoryStore
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, GroupAuditLog, InstanceAudit, InstanceAuditKind};
+use crate::clock::UnixMillis;
+use crate::instance::{InstanceFlags, InstanceRecord, InstanceState, ReconfigureRequest};
+use crate::leader::FencingToken;
+use crate::metrics::{InstanceSamples, MetricSample, trim_series};
+use crate::store::{
+    CheckIn, CheckInKind, Commands, Expect, FlagUpdate, GroupRecord, GroupRuntime, GroupSnapshot,
+    Retention, StoreError,
+};
+
+/// Check-ins between two sweeps of expired data (as in the memory store).
+const SWEEP_EVERY: u64 = 4096;
+
+/// One record of the working set, as the file keys it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Key {
+    /// The newest fencing token seen.
+    NewestToken,
+    /// A group.
+    Group(String),
+    /// A group's engine bookkeeping.
+    Runtime(String),
+    /// One instance's flags.
+    Flags(String),
+    /// One instance's state, by group and instance.
+    State(String, String),
+    /// One instance's metric samples, by group and instance.
+    Samples(String, String),
+    /// A group's audit.
+    GroupAudit(String),
+    /// One instance's audit, by group and instance.
+    InstanceAudit(String, String),
+}
+
+/// The current value of a changed record, copied out of the working set for the writer.
+#[derive(Clone, Debug)]
+pub(super) enum Entry {
+    NewestToken(FencingToken),
+    Group(Box<GroupRecord>),
+    Runtime(GroupRuntime),
+    Flags(StoredFlags),
+    State(StoredState),
+    Samples(Series),
+    GroupAudit(GroupAuditLog),
+    InstanceAudit(InstanceAudit),
+}
+
+/// A record to write (`entry` is `Some`) or delete (`None`).
+#[derive(Clone, Debug)]
+pub(super) struct Change {
+    pub(super) key: Key,
+    pub(super) entry: Option<Entry>,
+}
+
+/// An instance state with its retention and first-seen order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StoredState {
+    pub(super) state: InstanceState,
+    pub(super) retain_until_ms: UnixMillis,
+    pub(super) seq: u64,
+}
+
+/// A timestamped flag with its expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Timed {
+    at_ms: UnixMillis,
+    expires_ms: UnixMillis,
+}
+
+/// A reconfiguration request with its expiry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PendingReconfigure {
+    request: ReconfigureRequest,
+    expires_ms: UnixMillis,
+}
+
+/// One instance's flags with their expiries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StoredFlags {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shutdown: Option<Timed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    confirmed: Option<Timed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconfigure: Option<PendingReconfigure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protected_until_ms: Option<UnixMillis>,
+}
+
+impl StoredFlags {
+    fn live(&self, now: UnixMillis) -> InstanceFlags {
+        let alive = |t: &Option<Timed>| t.filter(|t| t.expires_ms > now).map(|t| t.at_ms);
+        InstanceFlags {
+            shutdown_requested_ms: alive(&self.shutdown),
+            shutdown_confirmed_ms: alive(&self.confirmed),
+            reconfigure: self
+                .reconfigure
+                .as_ref()
+                .filter(|p| p.expires_ms > now)
+                .map(|p| p.request.clone()),
+            protected_until_ms: self.protected_until_ms.filter(|t| *t > now),
+        }
+    }
+}
+
+/// One instance's metric samples, with the retention its last check-in asked for (used only to
+/// drop series nobody can ask for any more).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Series {
+    pub(super) retention_ms: i64,
+    pub(super) samples: Vec<MetricSample>,
+}
+
+/// Everything the embedded store holds, in memory.
+#[derive(Debug, Default)]
+pub(super) struct WorkingSet {
+    pub(super) newest_token: FencingToken,
+    seq: u64,
+    check_ins: u64,
+    pub(super) groups: HashMap<String, GroupRecord>,
+    pub(super) states: HashMap<String, HashMap<String, StoredState>>,
+    pub(super) samples: HashMap<String, HashMap<String, Series>>,
+    pub(super) flags: HashMap<String, StoredFlags>,
+    pub(super) runtime: HashMap<String, GroupRuntime>,
+    pub(super) group_audit: HashMap<String, GroupAuditLog>,
+    pub(super) instance_audit: HashMap<String, BTreeMap<String, InstanceAudit>>,
+    dirty: HashSet<Key>,
+}
+
+fn pair(group: &str, id: &str) -> (String, String) {
+    (group.to_owned(), id.to_owned())
+}
+
+impl WorkingSet {
+    /// Called once the file is loaded: new states are ordered after every stored one.
+    pub(super) fn loaded(&mut self) {
+        self.seq = self
+            .states
+            .values()
+            .flat_map(|m| m.values().map(|s| s.seq))
+            .max()
+            .unwrap_or(0);
+    }
+
+    /// Marks a record for the next commit (a record absent from the working set is deleted).
+    pub(super) fn touch(&mut self, key: Key) {
+        self.dirty.insert(key);
+    }
+
+    /// How many records the next commit writes.
+    pub(super) fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Takes the changed records with their current values.
+    pub(super) fn drain(&mut self) -> Vec<Change> {
+        let keys: Vec<Key> = self.dirty.drain().collect();
+        keys.into_iter()
+            .map(|key| {
+                let entry = self.entry(&key);
+                Change { key, entry }
+            })
+            .collect()
+    }
+
+    /// Marks records again after a failed commit, so the next commit writes them.
+    pub(super) fn retry(&mut self, changes: Vec<Change>) {
+        self.dirty.extend(changes.into_iter().map(|c| c.key));
+    }
+
+    fn entry(&self, key: &Key) -> Option<Entry> {
+        match key {
+            Key::NewestToken => Some(Entry::NewestToken(self.newest_token)),
+            Key::Group(g) => self
+                .groups
+                .get(g)
+                .cloned()
+                .map(|r| Entry::Group(Box::new(r))),
+            Key::Runtime(g) => self.runtime.get(g).cloned().map(Entry::Runtime),
+            Key::Flags(id) => self.flags.get(id).cloned().map(Entry::Flags),
+            Key::State(g, id) => self
+                .states
+                .get(g)
+                .and_then(|m| m.get(id))
+                .cloned()
+                .map(Entry::State),
+            Key::Samples(g, id) => self
+                .samples
+                .get(g)
+                .and_then(|m| m.get(id))
+                .cloned()
+                .map(Entry::Samples),
+            Key::GroupAudit(g) => self.group_audit.get(g).cloned().map(Entry::GroupAudit),
+            Key::InstanceAudit(g, id) => self
+                .instance_audit
+                .get(g)
+                .and_then(|m| m.get(id))
+                .cloned()
+                .map(Entry::InstanceAudit),
+        }
+    }
+
+    fn fence(&mut self, fence: Option<FencingToken>) -> Result<(), StoreError> {
+        match fence {
+            Some(token) if token < self.newest_token => Err(StoreError::Fenced {
+                token,
+                newest: self.newest_token,
+            }),
+            Some(token) => {
+                if token > self.newest_token {
+                    self.newest_token = token;
+                    self.dirty.insert(Key::NewestToken);
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn audit_instance(
+        &mut self,
+        group: &str,
+        instance_id: &str,
+        kind: InstanceAuditKind,
+        at_ms: UnixMillis,
+    ) {
+        let audits = self.instance_audit.entry(group.to_owned()).or_default();
+        match audits.get_mut(instance_id) {
+            Some(a) => a.apply(kind, at_ms),
+            None => {
+                let mut a = InstanceAudit::new(instance_id);
+                a.apply(kind, at_ms);
+                audits.insert(instance_id.to_owned(), a);
+            }
+        }
+        let (g, id) = pair(group, instance_id);
+        self.dirty.insert(Key::InstanceAudit(g, id));
+    }
+
+    fn live_states(&self, group: &str, now: UnixMillis) -> Vec<&StoredState> {
+        let mut live: Vec<&StoredState> = self
+            .states
+            .get(group)
+            .map(|m| m.values().filter(|s| s.retain_until_ms >= now).collect())
+            .unwrap_or_default();
+        live.sort_by_key(|s| s.seq);
+        live
+    }
+
+    /// A group's live instance states with their flags, in first-seen order.
+    pub(super) fn records(&self, group: &str, now: UnixMillis) -> Vec<InstanceRecord> {
+        self.live_states(group, now)
+            .into_iter()
+            .map(|s| InstanceRecord {
+                state: s.state.clone(),
+                flags: self
+                    .flags
+                    .get(&s.state.instance_id)
+                    .map(|f| f.live(now))
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Every group.
+    pub(super) fn list_groups(&self) -> Vec<GroupRecord> {
+        self.groups.values().cloned().collect()
+    }
+
+    /// One group.
+    pub(super) fn get_group(&self, name: &str) -> Option<GroupRecord> {
+        self.groups.get(name).cloned()
+    }
+
+    /// Writes a group if `expect` holds; returns the new version.
+    pub(super) fn put_group(
+        &mut self,
+        record: &GroupRecord,
+        expect: Expect,
+        fence: Option<FencingToken>,
+    ) -> Result<u64, StoreError> {
+        let name = &record.group.name;
+        let current = self.groups.get(name).map(|r| r.version);
+        let ok = match expect {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::Version(v) => current == Some(v),
+        };
+        if !ok {
+            return Err(StoreError::Conflict {
+                group: name.clone(),
+            });
+        }
+        self.fence(fence)?;
+        let version = current.unwrap_or(0) + 1;
+        let mut stored = record.clone();
+        stored.version = version;
+        self.groups.insert(name.clone(), stored);
+        self.dirty.insert(Key::Group(name.clone()));
+        Ok(version)
+    }
+
+    /// Deletes a group with its states, samples and runtime.
+    pub(super) fn delete_group(
+        &mut self,
+        name: &str,
+        fence: Option<FencingToken>,
+    ) -> Result<bool, StoreError> {
+        self.fence(fence)?;
+        let existed = self.groups.remove(name).is_some();
+        if existed {
+            self.dirty.insert(Key::Group(name.to_owned()));
+        }
+        if let Some(states) = self.states.remove(name) {
+            self.dirty
+                .extend(states.into_keys().map(|id| Key::State(name.to_owned(), id)));
+        }
+        if let Some(samples) = self.samples.remove(name) {
+            self.dirty.extend(
+                samples
+                    .into_keys()
+                    .map(|id| Key::Samples(name.to_owned(), id)),
+            );
+        }
+        if self.runtime.remove(name).is_some() {
+            self.dirty.insert(Key::Runtime(name.to_owned()));
+        }
+        Ok(existed)
+    }
+
+    /// A group with its instances, samples from `samples_since_ms` on (older ones are dropped),
+    /// and runtime.
+    pub(super) fn snapshot(
+        &mut self,
+        group: &str,
+        samples_since_ms: UnixMillis,
+        now: UnixMillis,
+    ) -> Option<GroupSnapshot> {
+        let record = self.groups.get(group).cloned()?;
+        let instances = self.records(group, now);
+        let mut samples = Vec::new();
+        if let Some(series) = self.samples.get_mut(group) {
+            let dirty = &mut self.dirty;
+            series.retain(|id, s| {
+                let before = s.samples.len();
+                trim_series(&mut s.samples, samples_since_ms);
+                if s.samples.len() != before {
+                    dirty.insert(Key::Samples(group.to_owned(), id.clone()));
+                }
+                if !s.samples.is_empty() {
+                    samples.push(InstanceSamples {
+                        instance_id: id.clone(),
+                        samples: s.samples.clone(),
+                    });
+                }
+                !s.samples.is_empty()
+            });
+        }
+        let runtime = self.runtime.get(group).cloned().unwrap_or_default();
+        Some(GroupSnapshot {
+            record,
+            instances,
+            samples,
+            runtime,
+        })
+    }
+
+    /// One sidecar check-in (see [`CheckIn`]).
+    pub(super) fn check_in(
+        &mut self,
+        check_in: &CheckIn,
+        now: UnixMillis,
+        retention: &Retention,
+    ) -> Commands {
+        let id = check_in.state.instance_id.as_str();
+        let group = check_in.group.as_str();
+        let at = check_in.state.timestamp;
+        let flags = self.flags.get(id).map(|f| f.live(now)).unwrap_or_default();
+        let previous = self
+            .states
+            .get(group)
+            .and_then(|m| m.get(id))
+            .filter(|s| s.retain_until_ms >= now)
+            .map(|s| &s.state);
+        let mut commands = Commands {
+            shutdown: flags.shutdown_requested_ms.is_some(),
+            reconfigure: flags.reconfigure.as_ref().map(|r| r.date.clone()),
+            ..Commands::default()
+        };
+        let report = matches!(check_in.kind, CheckInKind::Report { .. });
+        let mut audits = vec![InstanceAuditKind::LatestStatus];
+        if let Some(pending) = &flags.reconfigure {
+            if report {
+                if check_in
+                    .reconfigure_complete_ms
+                    .is_some_and(|done| done >= pending.at_ms)
+                {
+                    commands.reconfigure_acknowledged = true;
+                    commands.reconfigure = None;
+                    audits.push(InstanceAuditKind::ReconfigureComplete);
+                }
+            } else if previous.is_none_or(|p| !p.has_reported()) {
+                commands.reconfigure_delivered = true;
+                audits.push(InstanceAuditKind::ReconfigureDelivered);
+            }
+            if (commands.reconfigure_acknowledged || commands.reconfigure_delivered)
+                && let Some(f) = self.flags.get_mut(id)
+            {
+                f.reconfigure = None;
+                self.dirty.insert(Key::Flags(id.to_owned()));
+            }
+        }
+        let new_state = match (&check_in.kind, previous) {
+            (CheckInKind::Poll, Some(prev)) => {
+                let mut merged = prev.clone();
+                merged.timestamp = at;
+                merged.metadata = check_in.state.metadata.clone();
+                merged
+            }
+            (CheckInKind::Report { .. }, Some(prev))
+                if check_in.state.last_reconfigured.is_none() =>
+            {
+                let mut s = check_in.state.clone();
+                s.last_reconfigured = prev.last_reconfigured.clone();
+                s
+            }
+            _ => check_in.state.clone(),
+        };
+        commands.state_changed = previous.is_none_or(|p| {
+            p.status.jibri_status.map(|j| j.busy_status)
+                != new_state.status.jibri_status.map(|j| j.busy_status)
+                || p.shutdown_status != new_state.shutdown_status
+                || p.is_shutting_down != new_state.is_shutting_down
+        });
+        if let CheckInKind::Report {
+            sample: Some(value),
+        } = check_in.kind
+        {
+            let shutting = flags.shutdown_requested_ms.is_some()
+                || flags.shutdown_confirmed_ms.is_some()
+                || new_state.is_shutting_down
+                || new_state.shutdown_status
+                || new_state.status.is_draining()
+                || new_state.status.provisioning;
+            let duplicate = previous.is_some_and(|p| {
+                p.report_timestamp.is_some()
+                    && p.report_timestamp == check_in.state.report_timestamp
+            });
+            if !shutting && !duplicate {
+                let series = self
+                    .samples
+                    .entry(group.to_owned())
+                    .or_default()
+                    .entry(id.to_owned())
+                    .or_default();
+                trim_series(&mut series.samples, at - check_in.sample_retention_ms);
+                series.samples.push(MetricSample { at_ms: at, value });
+                series.retention_ms = check_in.sample_retention_ms;
+                self.dirty
+                    .insert(Key::Samples(group.to_owned(), id.to_owned()));
+                commands.sample_written = true;
+            }
+        }
+        let seq = match self.states.get(group).and_then(|m| m.get(id)) {
+            Some(s) if s.retain_until_ms >= now => s.seq,
+            _ => self.next_seq(),
+        };
+        self.states.entry(group.to_owned()).or_default().insert(
+            id.to_owned(),
+            StoredState {
+                state: new_state,
+                retain_until_ms: now + check_in.state_retention_ms,
+                seq,
+            },
+        );
+        self.dirty
+            .insert(Key::State(group.to_owned(), id.to_owned()));
+        for kind in audits {
+            self.audit_instance(group, id, kind, at);
+        }
+        self.check_ins += 1;
+        if self.check_ins.is_multiple_of(SWEEP_EVERY) {
+            self.sweep(now, retention);
+        }
+        commands
+    }
+
+    /// Writes states kept `retention_ms` from `now`.
+    pub(super) fn put_instances(
+        &mut self,
+        group: &str,
+        states: &[InstanceState],
+        retention_ms: i64,
+        fence: Option<FencingToken>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.fence(fence)?;
+        for state in states {
+            let seq = self.next_seq();
+            self.states.entry(group.to_owned()).or_default().insert(
+                state.instance_id.clone(),
+                StoredState {
+                    state: state.clone(),
+                    retain_until_ms: now + retention_ms,
+                    seq,
+                },
+            );
+            let (g, id) = pair(group, &state.instance_id);
+            self.dirty.insert(Key::State(g, id));
+        }
+        Ok(())
+    }
+
+    /// Removes states; their last state stays in the instance audit.
+    pub(super) fn remove_instances(
+        &mut self,
+        group: &str,
+        instance_ids: &[String],
+        fence: Option<FencingToken>,
+    ) -> Result<(), StoreError> {
+        self.fence(fence)?;
+        for id in instance_ids {
+            let Some(removed) = self.states.get_mut(group).and_then(|m| m.remove(id)) else {
+                continue;
+            };
+            self.dirty.insert(Key::State(group.to_owned(), id.clone()));
+            if let Some(audit) = self
+                .instance_audit
+                .get_mut(group)
+                .and_then(|a| a.get_mut(id))
+            {
+                audit.latest_status_info = Some(removed.state);
+                self.dirty
+                    .insert(Key::InstanceAudit(group.to_owned(), id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies flag changes.
+    pub(super) fn update_flags(
+        &mut self,
+        updates: &[FlagUpdate],
+        fence: Option<FencingToken>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.fence(fence)?;
+        for update in updates {
+            let flags = self
+                .flags
+                .entry(update.instance_id().to_owned())
+                .or_default();
+            let live = flags.live(now);
+            match update {
+                FlagUpdate::RequestShutdown {
+                    at_ms, expires_ms, ..
+                } => {
+                    if live.shutdown_requested_ms.is_none() {
+                        flags.shutdown = Some(Timed {
+                            at_ms: *at_ms,
+                            expires_ms: *expires_ms,
+                        });
+                    }
+                }
+                FlagUpdate::ConfirmShutdown {
+                    at_ms, expires_ms, ..
+                } => {
+                    if live.shutdown_confirmed_ms.is_none() {
+                        flags.confirmed = Some(Timed {
+                            at_ms: *at_ms,
+                            expires_ms: *expires_ms,
+                        });
+                    }
+                }
+                FlagUpdate::Reconfigure {
+                    request,
+                    expires_ms,
+                    ..
+                } => {
+                    flags.reconfigure = Some(PendingReconfigure {
+                        request: request.clone(),
+                        expires_ms: *expires_ms,
+                    });
+                }
+                FlagUpdate::ClearReconfigure { .. } => flags.reconfigure = None,
+                FlagUpdate::Protect { until_ms, .. } => flags.protected_until_ms = Some(*until_ms),
+            }
+            self.dirty
+                .insert(Key::Flags(update.instance_id().to_owned()));
+        }
+        Ok(())
+    }
+
+    /// One instance's live flags.
+    pub(super) fn flags(&self, instance_id: &str, now: UnixMillis) -> InstanceFlags {
+        self.flags
+            .get(instance_id)
+            .map(|f| f.live(now))
+            .unwrap_or_default()
+    }
+
+    /// Writes a group's bookkeeping (ignored if the group does not exist).
+    pub(super) fn put_runtime(
+        &mut self,
+        group: &str,
+        runtime: &GroupRuntime,
+        fence: Option<FencingToken>,
+    ) -> Result<(), StoreError> {
+        self.fence(fence)?;
+        if self.groups.contains_key(group) {
+            self.runtime.insert(group.to_owned(), runtime.clone());
+            self.dirty.insert(Key::Runtime(group.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Appends audit events of a group.
+    pub(super) fn append_audit(
+        &mut self,
+        group: &str,
+        events: &[AuditEvent],
+        fence: Option<FencingToken>,
+        now: UnixMillis,
+        retention: &Retention,
+    ) -> Result<(), StoreError> {
+        self.fence(fence)?;
+        for event in events {
+            match event {
+                AuditEvent::Group(e) => {
+                    let log = self.group_audit.entry(group.to_owned()).or_default();
+                    log.apply(e);
+                    log.trim(now - retention.audit_ms);
+                    self.dirty.insert(Key::GroupAudit(group.to_owned()));
+                }
+                AuditEvent::Instance(e) => {
+                    self.audit_instance(group, &e.instance_id, e.kind, e.at_ms)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A group's audit within the retention; `None` when nothing is recorded.
+    pub(super) fn group_audit(
+        &self,
+        group: &str,
+        now: UnixMillis,
+        retention: &Retention,
+    ) -> Option<GroupAuditLog> {
+        self.group_audit
+            .get(group)
+            .map(|log| {
+                let mut log = log.clone();
+                log.trim(now - retention.audit_ms);
+                log
+            })
+            .filter(|l| !l.is_empty())
+    }
+
+    /// The audit of every instance seen in a group, with its latest state when known.
+    pub(super) fn instance_audit(
+        &self,
+        group: &str,
+        now: UnixMillis,
+        retention: &Retention,
+    ) -> Vec<InstanceAudit> {
+        let oldest = now - retention.audit_ms;
+        let live: HashMap<&str, &InstanceState> = self
+            .live_states(group, now)
+            .into_iter()
+            .map(|s| (s.state.instance_id.as_str(), &s.state))
+            .collect();
+        self.instance_audit
+            .get(group)
+            .map(|audits| {
+                audits
+                    .values()
+                    .filter(|a| a.newest_ms().is_some_and(|t| t >= oldest))
+                    .map(|a| {
+                        let mut a = a.clone();
+                        if let Some(state) = live.get(a.instance_id.as_str()) {
+                            a.latest_status_info = Some((*state).clone());
+                        }
+                        a
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops what has expired everywhere (states past retention, flags, old audit, sample
+    /// series older than their retention) and marks it for deletion from the file.
+    pub(super) fn sweep(&mut self, now: UnixMillis, retention: &Retention) {
+        let dirty = &mut self.dirty;
+        for (group, states) in &mut self.states {
+            states.retain(|id, s| {
+                let keep = s.retain_until_ms >= now;
+                if !keep {
+                    dirty.insert(Key::State(group.clone(), id.clone()));
+                }
+                keep
+            });
+        }
+        self.states.retain(|_, s| !s.is_empty());
+        for (group, series) in &mut self.samples {
+            series.retain(|id, s| {
+                let keep = s
+                    .samples
+                    .last()
+                    .is_some_and(|newest| newest.at_ms >= now - s.retention_ms);
+                if !keep {
+                    dirty.insert(Key::Samples(group.clone(), id.clone()));
+                }
+                keep
+            });
+        }
+        self.samples.retain(|_, s| !s.is_empty());
+        self.flags.retain(|id, f| {
+            let keep = !f.live(now).is_empty();
+            if !keep {
+                dirty.insert(Key::Flags(id.clone()));
+            }
+            keep
+        });
+        let oldest = now - retention.audit_ms;
+        for (group, log) in &mut self.group_audit {
+            if trim_changed(log, oldest) {
+                dirty.insert(Key::GroupAudit(group.clone()));
+            }
+        }
+        self.group_audit.retain(|_, l| !l.is_empty());
+        for (group, audits) in &mut self.instance_audit {
+            audits.retain(|id, a| {
+                let keep = a.newest_ms().is_some_and(|t| t >= oldest);
+                if !keep {
+                    dirty.insert(Key::InstanceAudit(group.clone(), id.clone()));
+                }
+                keep
+            });
+        }
+        self.instance_audit.retain(|_, a| !a.is_empty());
+    }
+}
+
+/// Trims a group audit log; tells whether anything went.
+fn trim_changed(log: &mut GroupAuditLog, oldest_ms: UnixMillis) -> bool {
+    let before = (
+        log.auto_scaler_action_items.len(),
+        log.launcher_action_items.len(),
+        log.last_launcher_run,
+        log.last_auto_scaler_run,
+        log.last_reconfigure_request,
+    );
+    log.trim(oldest_ms);
+    before
+        != (
+            log.auto_scaler_action_items.len(),
+            log.launcher_action_items.len(),
+            log.last_launcher_run,
+            log.last_auto_scaler_run,
+            log.last_reconfigure_request,
+        )
+}
