@@ -7,7 +7,8 @@ use std::sync::Arc;
 use jitsi_scaler_core::engine::Scaler;
 use jitsi_scaler_core::group::file::parse_groups_file;
 use jitsi_scaler_core::provider::ProviderRegistry;
-use jitsi_scaler_core::store::{Expect, GroupRecord, MemoryStore, Store};
+use jitsi_scaler_core::clock::SystemClock;
+use jitsi_scaler_core::store::{EmbeddedStore, Expect, GroupRecord, MemoryStore, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +89,17 @@ async fn bind(host: &str, port: u16) -> Result<TcpListener, AppError> {
 async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, AppError> {
     match args.store_kind() {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
-        StoreKind::Embedded => Err(ConfigError::new("JITSI_SCALER_STORE", "the embedded store is not built in").into()),
+        StoreKind::Embedded => {
+            let dir = args.data_dir.clone();
+            let opened = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, Arc::new(SystemClock)))
+                .await
+                .map_err(|e| AppError::Io(std::io::Error::other(e.to_string())))?;
+            let store = opened.map_err(|e| {
+                ConfigError::new("JITSI_SCALER_DATA_DIR", format!("cannot open the store in {}: {e}", args.data_dir.display()))
+            })?;
+            tracing::info!(path = %store.path().display(), "embedded store opened");
+            Ok(Arc::new(store))
+        }
         StoreKind::Redis => Err(ConfigError::new("JITSI_SCALER_STORE", "the Redis store is not built in").into()),
     }
 }
@@ -114,9 +125,13 @@ fn groups_file(args: &ServeArgs) -> Result<Vec<jitsi_scaler_core::group::Group>,
 /// Starts `serve`: returns once both listeners are bound and the engine runs.
 pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let options = args.scaler_options()?;
+    let mut options = args.scaler_options()?;
     let groups = groups_file(&args)?;
     let store = open_store(&args).await?;
+    if store.list_groups().await?.is_empty() {
+        // A fresh store tracks no instance that could be missed: no need to wait for sidecars.
+        options.initial_delay = std::time::Duration::ZERO;
+    }
     let api_listener = bind(&args.bind, args.port).await?;
     let metrics_listener = bind(&args.bind, args.metrics_port).await?;
     let api_addr = api_listener.local_addr()?;
