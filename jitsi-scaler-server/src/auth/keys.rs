@@ -20,6 +20,7 @@ use jitsi_scaler_core::clock::{Clock, UnixMillis};
 use jsonwebtoken::DecodingKey;
 use tokio::sync::Semaphore;
 
+use super::config::redact_url;
 use super::metrics::AuthMetrics;
 use super::public_key::{decoding_key, kid_file_stem, parse_rsa_public_key_pem, public_key_url};
 
@@ -44,13 +45,25 @@ pub(crate) enum KeyError {
 }
 
 /// How the key store behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct KeyStoreSettings {
     pub(crate) base_url: String,
     pub(crate) ttl: Duration,
     pub(crate) negative_ttl: Duration,
     pub(crate) max_stale: Duration,
     pub(crate) fetch_timeout: Duration,
+}
+
+impl std::fmt::Debug for KeyStoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStoreSettings")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("max_stale", &self.max_stale)
+            .field("fetch_timeout", &self.fetch_timeout)
+            .finish()
+    }
 }
 
 type FetchResult = Result<Arc<DecodingKey>, KeyError>;
@@ -179,8 +192,11 @@ impl KeyStore {
             entry.inflight = Some(fetch.clone());
             return Found::Wait(fetch);
         }
-        if entries.len() >= MAX_CACHED_KIDS {
-            self.evict(&mut entries, now);
+        let stale_for_ms = self.ttl_ms() + duration_ms(self.settings.max_stale);
+        if !make_room(&mut entries, now, stale_for_ms, MAX_CACHED_KIDS) {
+            // Every slot holds a fetch in flight: refuse rather than grow.
+            AuthMetrics::inc(&self.metrics.key_negative_hits);
+            return Found::Refused(KeyError::Unavailable);
         }
         let fetch = self.start_fetch(kid);
         entries.insert(
@@ -191,29 +207,6 @@ impl KeyStore {
             },
         );
         Found::Wait(fetch)
-    }
-
-    /// Makes room for one more `kid`: drops what is no longer useful, then failures, then the
-    /// oldest key. A fetch in flight is never dropped.
-    fn evict(&self, entries: &mut HashMap<Arc<str>, KidEntry>, now: UnixMillis) {
-        entries.retain(|_, e| {
-            e.inflight.is_some()
-                || now < e.retry_after_ms
-                || e.key
-                    .as_ref()
-                    .is_some_and(|k| now < self.stale_until(k.fetched_at_ms))
-        });
-        if entries.len() < MAX_CACHED_KIDS {
-            return;
-        }
-        let victim = entries
-            .iter()
-            .filter(|(_, e)| e.inflight.is_none())
-            .min_by_key(|(_, e)| e.key.as_ref().map_or(i64::MIN, |k| k.fetched_at_ms))
-            .map(|(kid, _)| kid.clone());
-        if let Some(kid) = victim {
-            entries.remove(&kid);
-        }
     }
 
     /// Spawns the fetch of `kid` and returns its shared outcome. Called under the lock.
@@ -355,6 +348,42 @@ impl KeyStore {
     }
 }
 
+/// Makes room for one more `kid` when `entries` holds `max`: drops entries that are no longer
+/// useful, then the oldest one (failures first, then the key fetched longest ago). A fetch in
+/// flight is never dropped. Returns whether there is room.
+fn make_room(
+    entries: &mut HashMap<Arc<str>, KidEntry>,
+    now: UnixMillis,
+    stale_for_ms: i64,
+    max: usize,
+) -> bool {
+    if entries.len() < max {
+        return true;
+    }
+    entries.retain(|_, e| {
+        e.inflight.is_some()
+            || now < e.retry_after_ms
+            || e.key
+                .as_ref()
+                .is_some_and(|k| now < k.fetched_at_ms + stale_for_ms)
+    });
+    if entries.len() < max {
+        return true;
+    }
+    let victim = entries
+        .iter()
+        .filter(|(_, e)| e.inflight.is_none())
+        .min_by_key(|(_, e)| e.key.as_ref().map_or(i64::MIN, |k| k.fetched_at_ms))
+        .map(|(kid, _)| kid.clone());
+    match victim {
+        Some(kid) => {
+            entries.remove(&kid);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The failure of one attempt.
 enum Attempt {
     /// Worth retrying (connection error, timeout, 429, 5xx).
@@ -372,4 +401,74 @@ fn without_url(err: reqwest::Error) -> String {
 
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(fetched_at_ms: UnixMillis) -> KidEntry {
+        KidEntry {
+            key: Some(CachedKey {
+                key: Arc::new(DecodingKey::from_rsa_raw_components(&[1], &[1])),
+                fetched_at_ms,
+            }),
+            ..KidEntry::default()
+        }
+    }
+
+    fn failure(retry_after_ms: UnixMillis) -> KidEntry {
+        KidEntry {
+            retry_after_ms,
+            last_error: Some(KeyError::NotFound),
+            ..KidEntry::default()
+        }
+    }
+
+    fn inflight() -> KidEntry {
+        KidEntry {
+            inflight: Some(async { Err(KeyError::Unavailable) }.boxed().shared()),
+            ..KidEntry::default()
+        }
+    }
+
+    fn kids(entries: &HashMap<Arc<str>, KidEntry>) -> Vec<&str> {
+        let mut kids: Vec<&str> = entries.keys().map(|k| &**k).collect();
+        kids.sort_unstable();
+        kids
+    }
+
+    #[test]
+    fn room_comes_from_useless_entries_first() {
+        let mut entries: HashMap<Arc<str>, KidEntry> = HashMap::new();
+        entries.insert(Arc::from("fresh"), key(900));
+        entries.insert(Arc::from("expired-failure"), failure(999));
+        entries.insert(Arc::from("beyond-stale"), key(0));
+        entries.insert(Arc::from("fetching"), inflight());
+        // now = 1000, keys usable for 500 ms after their fetch.
+        assert!(make_room(&mut entries, 1_000, 500, 4));
+        assert_eq!(kids(&entries), vec!["fetching", "fresh"]);
+    }
+
+    #[test]
+    fn then_failures_then_the_oldest_key() {
+        let mut entries: HashMap<Arc<str>, KidEntry> = HashMap::new();
+        entries.insert(Arc::from("old"), key(100));
+        entries.insert(Arc::from("new"), key(200));
+        entries.insert(Arc::from("failed"), failure(5_000));
+        assert!(make_room(&mut entries, 300, 10_000, 3));
+        assert_eq!(kids(&entries), vec!["new", "old"]);
+        assert!(make_room(&mut entries, 300, 10_000, 2));
+        assert_eq!(kids(&entries), vec!["new"]);
+    }
+
+    #[test]
+    fn fetches_in_flight_are_never_dropped() {
+        let mut entries: HashMap<Arc<str>, KidEntry> = HashMap::new();
+        entries.insert(Arc::from("a"), inflight());
+        entries.insert(Arc::from("b"), inflight());
+        assert!(!make_room(&mut entries, 0, 0, 2));
+        assert_eq!(entries.len(), 2);
+        assert!(make_room(&mut entries, 0, 0, 3));
+    }
 }

@@ -70,8 +70,8 @@ struct Inner {
 }
 
 impl Authenticator {
-    /// An authenticator for `config` (reads the token file, if any). Call inside a tokio
-    /// runtime when ASAP is configured (key fetches run as tasks).
+    /// An authenticator for `config` (reads the token file, if any). It may be built outside
+    /// a runtime; [`Self::authorize`] must run on a tokio runtime (key fetches run as tasks).
     pub fn new(config: AuthConfig) -> Result<Self, AuthConfigError> {
         Self::with_clock(config, Arc::new(SystemClock))
     }
@@ -546,6 +546,21 @@ mod tests {
             "{:?}",
             with_admin.startup_warnings()
         );
+    }
+
+    #[test]
+    fn builds_outside_a_runtime() {
+        let auth = Authenticator::new(AuthConfig {
+            pub_key_base_url: Some(String::from("https://u:hunter2hunter2@keys.example/asap")),
+            static_tokens: StaticToken::parse_list("T", &format!("admin:{ADMIN}")).expect("valid"),
+            ..AuthConfig::default()
+        })
+        .expect("valid");
+        assert!(auth.is_enabled());
+        let shown = format!("{auth:?}");
+        assert!(shown.contains("keys.example/asap"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains(ADMIN), "{shown}");
     }
 
     #[test]
