@@ -32,7 +32,10 @@ use std::sync::Arc;
 use http::{HeaderValue, Method};
 use jitsi_scaler_core::clock::{Clock, SystemClock};
 
-pub use config::{AuthConfig, AuthConfigError, DEFAULT_AUDIENCE, DEFAULT_SIDECAR_ISSUER, env};
+pub use config::{
+    AuthConfig, AuthConfigError, DEFAULT_AUDIENCE, DEFAULT_SIDECAR_ISSUER, MAX_FETCH_TIMEOUT,
+    MAX_LEEWAY, MAX_NEGATIVE_TTL, MAX_STALE, env,
+};
 pub use error::{AuthError, Reason};
 pub use keys::{MAX_CACHED_KIDS, MAX_CONCURRENT_FETCHES};
 pub use metrics::AuthMetricsSnapshot;
