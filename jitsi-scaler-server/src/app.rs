@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Gate, GroupsSource, Limits, OpenGate};
 use crate::config::{ConfigError, ServeArgs, StoreKind};
+use crate::auth::{AuthConfig, Authenticator, Role, StaticToken};
 use crate::local::LocalProvider;
+use crate::sim::Token;
 use crate::telemetry::Metrics;
 
 /// Why the server could not start or stopped with an error.
@@ -137,15 +139,19 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
     let api_addr = api_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
+    let (authenticator, local_token) = authenticator(&args)?;
     let mut providers = ProviderRegistry::new();
     let mut local: Option<Arc<LocalProvider>> = None;
     for name in args.provider_names() {
         match name.as_str() {
             "local" => {
                 let url = format!("http://127.0.0.1:{}", api_addr.port());
+                let mut config = args.local.config(url, &args.data_dir);
+                if config.token.is_none() {
+                    config.token = local_token.clone();
+                }
                 let provider = Arc::new(
-                    LocalProvider::new(args.local.config(url, &args.data_dir))
-                        .map_err(|e| ConfigError::new("--local-*", e.to_string()))?,
+                    LocalProvider::new(config).map_err(|e| ConfigError::new("--local-*", e.to_string()))?,
                 );
                 providers.register(provider.clone());
                 local = Some(provider);
@@ -157,10 +163,12 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
     }
     tracing::info!(providers = ?providers, store = ?args.store_kind(), "starting");
 
-    let gate: Arc<dyn Gate> = if args.protected_api {
-        Arc::new(OpenGate)
+    for warning in authenticator.startup_warnings() {
+        tracing::warn!("{warning}");
+    }
+    let gate: Arc<dyn Gate> = if authenticator.is_enabled() {
+        Arc::new(authenticator)
     } else {
-        tracing::warn!("PROTECTED_API=false: the API accepts every request without authentication");
         Arc::new(OpenGate)
     };
 
@@ -198,6 +206,100 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
         shutdown,
         task,
     })
+}
+
+/// A random secret of 32 alphanumerics.
+fn secret() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+fn list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The authenticator from the flags. When the API is protected, local instances get a
+/// generated sidecar token; when no admin credential is configured, an admin token is generated
+/// and written to `<data-dir>/admin-token` (mode 0600), never to the log.
+fn authenticator(args: &ServeArgs) -> Result<(Authenticator, Option<Token>), AppError> {
+    let mut config = AuthConfig {
+        protected: args.protected_api,
+        pub_key_base_url: args.asap_pub_key_base_url.clone().filter(|u| !u.is_empty()),
+        audience: args.asap_jwt_aud.clone(),
+        sidecar_issuers: list(Some(&args.asap_jwt_accepted_hook_iss)),
+        admin_issuers: list(args.asap_jwt_accepted_admin_iss.as_deref()),
+        read_issuers: list(args.asap_jwt_accepted_read_iss.as_deref()),
+        single_scope: args.asap_single_scope,
+        pub_key_ttl: std::time::Duration::from_secs(args.asap_pub_key_ttl),
+        tokens_file: args.tokens_file.clone(),
+        ..AuthConfig::default()
+    };
+    if let Some(tokens) = &args.tokens {
+        config.static_tokens =
+            StaticToken::parse_list("JITSI_SCALER_TOKENS", tokens).map_err(|e| ConfigError::new("JITSI_SCALER_TOKENS", e.to_string()))?;
+    }
+    if !args.protected_api {
+        return Ok((Authenticator::disabled(), None));
+    }
+    let local_token = if args.local.token.is_none() {
+        let token = secret();
+        config.static_tokens.push(
+            StaticToken::new(Role::Sidecar, token.clone(), "local-instances")
+                .map_err(|e| ConfigError::new("local instances", e.to_string()))?,
+        );
+        Some(Token::new(token))
+    } else {
+        None
+    };
+    let has_admin = !config.admin_issuers.is_empty()
+        || config.single_scope
+        || config.static_tokens.iter().any(|t| t.role == Role::Admin)
+        || config.tokens_file.is_some();
+    if !has_admin {
+        let token = secret();
+        let path = args.data_dir.join("admin-token");
+        write_secret(&path, &token)
+            .map_err(|e| ConfigError::new("JITSI_SCALER_DATA_DIR", format!("cannot write {}: {e}", path.display())))?;
+        config.static_tokens.push(
+            StaticToken::new(Role::Admin, token, "generated-admin")
+                .map_err(|e| ConfigError::new("admin token", e.to_string()))?,
+        );
+        tracing::warn!(file = %path.display(), "no admin credential configured: a generated admin token was written to this file (use it as a Bearer token)");
+    }
+    let auth = Authenticator::new(config).map_err(|e| ConfigError::new("authentication", e.to_string()))?;
+    Ok((auth, local_token))
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(secret.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, secret)
+    }
 }
 
 /// Seeds an empty store with the groups file (the store is authoritative afterwards).

@@ -73,6 +73,49 @@ pub trait Gate: Send + Sync + Debug {
         path: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<Caller, Denial>;
+
+    /// Counters to export as `jitsi_scaler_auth_<name>` (name, value).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+#[async_trait]
+impl Gate for crate::auth::Authenticator {
+    async fn admit(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Caller, Denial> {
+        match self.authorize(method, path, authorization).await {
+            Ok(principal) => Ok(Caller {
+                subject: principal.bound_instance().map(str::to_owned),
+            }),
+            Err(e) => {
+                let msg = e.reason().message().to_string();
+                Err(match e {
+                    crate::auth::AuthError::Unauthorized(_) => Denial::Unauthorized(msg),
+                    crate::auth::AuthError::Forbidden(_) => Denial::Forbidden(msg),
+                })
+            }
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let m = self.metrics();
+        vec![
+            ("authorized_total", m.authorized),
+            ("key_fetches_total", m.key_fetches),
+            ("key_fetch_failures_total", m.key_fetch_failures),
+            ("key_cache_hits_total", m.key_cache_hits),
+            ("key_cache_misses_total", m.key_cache_misses),
+            ("key_stale_served_total", m.key_stale_served),
+            ("token_cache_hits_total", m.token_cache_hits),
+            ("token_cache_misses_total", m.token_cache_misses),
+            ("signature_verifications_total", m.signature_verifications),
+        ]
+    }
 }
 
 /// Admits everyone (`PROTECTED_API=false`).
