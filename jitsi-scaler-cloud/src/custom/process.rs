@@ -109,8 +109,10 @@ pub(crate) async fn run(
         Ok(Err(e)) => Err(RunError::Io(e)),
         Err(_) => {
             killer.kill();
-            // Reap the leader (it was killed with its group).
-            let _ = child.wait().await;
+            // The leader died with its group; kill it directly too in case the group signal
+            // failed, and reap it, boundedly.
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             Err(RunError::Timeout(timeout.as_millis()))
         }
     }

@@ -239,6 +239,12 @@ impl ScriptProvider {
             stdout = %for_log(&finished.stdout), stderr = %for_log(&finished.stderr),
             truncated = finished.truncated, "script finished");
         if finished.status.success() {
+            if finished.truncated {
+                return Err(ProviderError::Fatal(format!(
+                    "{what} script printed more than {} bytes",
+                    process::MAX_OUTPUT
+                )));
+            }
             return Ok(finished);
         }
         let detail = format!(
