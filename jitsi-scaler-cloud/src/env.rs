@@ -73,9 +73,8 @@ impl<'a> Env<'a> {
     {
         self.get(name)
             .map(|v| {
-                v.parse::<T>().map_err(|e| {
-                    ConfigError::invalid(name, format!("cannot parse {v:?}: {e}"))
-                })
+                v.parse::<T>()
+                    .map_err(|e| ConfigError::invalid(name, format!("cannot parse {v:?}: {e}")))
             })
             .transpose()
     }
@@ -89,7 +88,10 @@ impl<'a> Env<'a> {
             return Ok(None);
         };
         if !secs.is_finite() || secs < 0.0 {
-            return Err(ConfigError::invalid(name, "must be a non-negative number of seconds"));
+            return Err(ConfigError::invalid(
+                name,
+                "must be a non-negative number of seconds",
+            ));
         }
         Ok(Some(Duration::from_secs_f64(secs)))
     }
@@ -121,11 +123,16 @@ pub(crate) mod duration_ms {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
 }
@@ -160,7 +167,10 @@ mod tests {
         let Some(home) = std::env::var_os("HOME") else {
             return;
         };
-        assert_eq!(expand_home("~/.oci/key.pem"), PathBuf::from(home).join(".oci/key.pem"));
+        assert_eq!(
+            expand_home("~/.oci/key.pem"),
+            PathBuf::from(home).join(".oci/key.pem")
+        );
         assert_eq!(expand_home("/abs/key.pem"), PathBuf::from("/abs/key.pem"));
     }
 }

@@ -139,7 +139,10 @@ pub(crate) struct ApiRequest {
 
 impl ApiRequest {
     pub fn new(method: Method, url: Url) -> Self {
-        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        );
         Self {
             method,
             url,
@@ -336,7 +339,10 @@ impl HttpClient {
             },
             _ if request.idempotent
                 && (status.is_server_error() && matches!(error, ProviderError::Transient(_))
-                    || self.config.retryable_status_codes.contains(&status.as_u16())) =>
+                    || self
+                        .config
+                        .retryable_status_codes
+                        .contains(&status.as_u16())) =>
             {
                 Attempt::Retry { error, after: None }
             }
@@ -346,8 +352,13 @@ impl HttpClient {
 
     fn transport_failure(&self, request: &ApiRequest, e: &reqwest::Error) -> Attempt<ApiResponse> {
         let not_sent = e.is_connect();
-        let what = if e.is_timeout() { "timed out" } else { "failed" };
-        let error = ProviderError::Transient(format!("{} {what}: {}", request.label(), describe(e)));
+        let what = if e.is_timeout() {
+            "timed out"
+        } else {
+            "failed"
+        };
+        let error =
+            ProviderError::Transient(format!("{} {what}: {}", request.label(), describe(e)));
         if not_sent || request.idempotent {
             Attempt::Retry { error, after: None }
         } else {
@@ -423,7 +434,10 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Fails calls fast after repeated failures, so a cloud that is down is not hammered.
@@ -481,8 +495,12 @@ impl CircuitBreaker {
         state.failures = state.failures.saturating_add(1);
         if state.failures >= self.threshold {
             state.open_until = Some(Instant::now() + self.cooldown);
-            tracing::warn!(provider, failures = state.failures, cooldown_ms = millis(self.cooldown),
-                "circuit breaker open");
+            tracing::warn!(
+                provider,
+                failures = state.failures,
+                cooldown_ms = millis(self.cooldown),
+                "circuit breaker open"
+            );
         }
     }
 }
@@ -557,6 +575,9 @@ mod tests {
         let config_error: Result<(), _> = Err(ProviderError::Config("bad token".into()));
         breaker.record("p", &config_error);
         breaker.record("p", &config_error);
-        assert!(breaker.check("p").is_ok(), "configuration errors do not open it");
+        assert!(
+            breaker.check("p").is_ok(),
+            "configuration errors do not open it"
+        );
     }
 }

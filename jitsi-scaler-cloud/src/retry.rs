@@ -116,7 +116,10 @@ mod tests {
             })
             .await;
         assert_eq!(result, Err(ProviderError::Transient("503".into())));
-        assert!(start.elapsed() <= Duration::from_secs(60), "stays within the budget");
+        assert!(
+            start.elapsed() <= Duration::from_secs(60),
+            "stays within the budget"
+        );
         assert!(calls.load(Ordering::SeqCst) > 2, "retried several times");
     }
 

@@ -91,9 +91,14 @@ async fn partial_launches_report_why() {
     plugin.set_capacity(2);
     let provider = provider("hetzner", &plugin.url(), TOKEN);
     let g = group("partial");
-    let outcome = provider.launch(&g, &testkit::launch_request(&g.name, 3, 0)).await;
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 3, 0))
+        .await;
     assert_eq!(outcome.launched.len(), 2);
-    assert!(matches!(outcome.error, Some(ProviderError::Capacity(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome.error, Some(ProviderError::Capacity(_))),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +108,10 @@ async fn a_wrong_token_is_a_configuration_error() {
     let error = provider.list(&group("g")).await.expect_err("401");
     assert_eq!(error.class(), "config");
     assert_eq!(plugin.calls(), 1, "not retried");
-    assert!(!format!("{provider:?}").contains("wrong"), "no token in Debug");
+    assert!(
+        !format!("{provider:?}").contains("wrong"),
+        "no token in Debug"
+    );
 }
 
 #[tokio::test]
@@ -124,10 +132,15 @@ async fn nonsense_launch_answers_are_not_trusted() {
     let server = TestServer::start(router).await;
     let provider = provider("odd", &server.url(), TOKEN);
     let g = group("odd");
-    let outcome = provider.launch(&g, &testkit::launch_request(&g.name, 2, 0)).await;
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 2, 0))
+        .await;
     assert_eq!(outcome.launched.len(), 1);
     assert_eq!(outcome.launched[0].instance_id, "i-0");
-    assert!(matches!(outcome.error, Some(ProviderError::Fatal(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome.error, Some(ProviderError::Fatal(_))),
+        "{outcome:?}"
+    );
     let listed = provider.list(&g).await;
     assert!(matches!(listed, Err(ProviderError::Fatal(_))), "{listed:?}");
 }
@@ -147,5 +160,8 @@ async fn several_plugins_coexist_under_their_names() {
         .await;
     assert_eq!(outcome.error, None);
     assert_eq!((a.instances().len(), b.instances().len()), (0, 1));
-    assert_eq!(registry.names().collect::<Vec<_>>(), ["hetzner", "scaleway"]);
+    assert_eq!(
+        registry.names().collect::<Vec<_>>(),
+        ["hetzner", "scaleway"]
+    );
 }

@@ -242,16 +242,29 @@ echo "i-$name""#
     let class = |names: &'static [&'static str]| {
         let provider = &provider;
         let g = &g;
-        async move { provider.launch(g, &request(names)).await.error.map(|e| e.class()) }
+        async move {
+            provider
+                .launch(g, &request(names))
+                .await
+                .error
+                .map(|e| e.class())
+        }
     };
     assert_eq!(class(&["x-full"]).await, Some("capacity"));
     assert_eq!(class(&["x-conf"]).await, Some("config"));
     assert_eq!(class(&["x-slow"]).await, Some("throttled"));
-    assert_eq!(class(&["x-full", "y-conf"]).await, Some("config"), "the operator's error wins");
+    assert_eq!(
+        class(&["x-full", "y-conf"]).await,
+        Some("config"),
+        "the operator's error wins"
+    );
 
     let missing = ScriptProvider::new(config(dir.path().join("nope.sh")));
     let outcome = missing.launch(&g, &request(&["a-aaaaa"])).await;
-    assert!(matches!(outcome.error, Some(ProviderError::Config(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome.error, Some(ProviderError::Config(_))),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -311,7 +324,9 @@ wait"#,
     let mut config = config(launch);
     config.timeout = Duration::from_secs(2);
     let provider = ScriptProvider::new(config);
-    let outcome = provider.launch(&group("hang"), &request(&["hang-aaaaa"])).await;
+    let outcome = provider
+        .launch(&group("hang"), &request(&["hang-aaaaa"]))
+        .await;
     match &outcome.error {
         Some(ProviderError::Transient(m)) => assert!(m.contains("timed out"), "{m}"),
         other => panic!("expected a timeout, got {other:?}"),
@@ -332,7 +347,10 @@ wait"#,
         }
     })
     .await;
-    assert!(child_ended.is_ok(), "the script's child {child_pid} still runs");
+    assert!(
+        child_ended.is_ok(),
+        "the script's child {child_pid} still runs"
+    );
 }
 
 #[tokio::test]
@@ -394,7 +412,11 @@ async fn without_list_and_terminate_scripts() {
 async fn list_output_must_be_instances_and_failing_terminates_are_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(script(dir.path(), "launch.sh", "echo i-1"));
-    config.list_script = Some(script(dir.path(), "list.sh", r#"echo '{"not": "an array"}'"#));
+    config.list_script = Some(script(
+        dir.path(),
+        "list.sh",
+        r#"echo '{"not": "an array"}'"#,
+    ));
     config.terminate_script = Some(script(
         dir.path(),
         "terminate.sh",
@@ -405,7 +427,10 @@ async fn list_output_must_be_instances_and_failing_terminates_are_retried() {
     let listed = provider.list(&g).await;
     assert!(matches!(listed, Err(ProviderError::Fatal(_))), "{listed:?}");
     let terminated = provider.terminate(&g, "i-1").await;
-    assert!(matches!(terminated, Err(ProviderError::Transient(_))), "{terminated:?}");
+    assert!(
+        matches!(terminated, Err(ProviderError::Transient(_))),
+        "{terminated:?}"
+    );
     let attempts = std::fs::read_to_string(dir.path().join("terminates"))
         .expect("attempts")
         .lines()

@@ -36,8 +36,11 @@ fn provider(base_url: &str) -> DigitalOceanProvider {
         base_url: base_url.to_owned(),
         http: common::fast_http(),
     };
-    DigitalOceanProvider::with_droplet_configs(&config, DropletConfigs::from_json(DROPLETS).expect("configs"))
-        .expect("provider")
+    DigitalOceanProvider::with_droplet_configs(
+        &config,
+        DropletConfigs::from_json(DROPLETS).expect("configs"),
+    )
+    .expect("provider")
 }
 
 fn group(name: &str) -> Group {
@@ -78,7 +81,10 @@ async fn conformance_suite(fake: &FakeDigitalOcean, base_url: &str) {
     };
     conformance::run(&fixture).await;
     assert!(
-        !fake.requests().iter().any(|r| r.method == "DELETE" && r.path == "/v2/droplets"),
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path == "/v2/droplets"),
         "delete by tag must never be used"
     );
 }
@@ -93,22 +99,33 @@ async fn batches_of_ten_mapped_back_by_name(fake: &FakeDigitalOcean, base_url: &
     assert_eq!(outcome.launched.len(), 23);
     let posts: Vec<_> = fake.requests()[seen..]
         .iter()
-        .cloned()
         .filter(|r| r.method == "POST")
+        .cloned()
         .collect();
     let sizes: Vec<usize> = posts
         .iter()
-        .map(|r| r.body.as_ref().expect("body")["names"].as_array().expect("names").len())
+        .map(|r| {
+            r.body.as_ref().expect("body")["names"]
+                .as_array()
+                .expect("names")
+                .len()
+        })
         .collect();
     assert_eq!(sizes, [10, 10, 3]);
     let droplets = fake.droplets();
     for launched in &outcome.launched {
-        assert_eq!(launched.display_name, request.slots[launched.slot].display_name);
+        assert_eq!(
+            launched.display_name,
+            request.slots[launched.slot].display_name
+        );
         let droplet = droplets
             .iter()
             .find(|d| d.id.to_string() == launched.instance_id)
             .expect("launched droplet exists");
-        assert_eq!(droplet.name, launched.display_name, "id mapped back to its own name");
+        assert_eq!(
+            droplet.name, launched.display_name,
+            "id mapped back to its own name"
+        );
     }
     let body = posts[0].body.as_ref().expect("body");
     assert_eq!(body["region"], "fra1");
@@ -117,9 +134,17 @@ async fn batches_of_ten_mapped_back_by_name(fake: &FakeDigitalOcean, base_url: &
     assert_eq!(body["monitoring"], true);
     assert_eq!(body["user_data"], "#cloud-config\nruncmd:\n  - echo hi\n");
     assert!(body.get("name").is_none());
-    let tags: Vec<&str> = body["tags"].as_array().expect("tags").iter().filter_map(|t| t.as_str()).collect();
+    let tags: Vec<&str> = body["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
     let tag = launch_tag(&request);
-    assert_eq!(tags, ["test", "jitsi", "jibri", "group:batch", tag.as_str()]);
+    assert_eq!(
+        tags,
+        ["test", "jitsi", "jibri", "group:batch", tag.as_str()]
+    );
 }
 
 async fn every_page_is_listed(fake: &FakeDigitalOcean, base_url: &str) {
@@ -133,8 +158,16 @@ async fn every_page_is_listed(fake: &FakeDigitalOcean, base_url: &str) {
     assert_eq!(listed.len(), 450);
     let ids: HashSet<&str> = listed.iter().map(|i| i.instance_id.as_str()).collect();
     assert_eq!(ids.len(), 450, "no droplet twice");
-    assert!(listed.iter().all(|i| i.display_name.starts_with("big-") && i.cloud_status == "Running"));
-    assert!(listed.iter().all(|i| i.created_at_ms == Some(1_767_648_700_000)));
+    assert!(
+        listed
+            .iter()
+            .all(|i| i.display_name.starts_with("big-") && i.cloud_status == "Running")
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|i| i.created_at_ms == Some(1_767_648_700_000))
+    );
     let pages: Vec<String> = fake
         .requests()
         .into_iter()
@@ -153,7 +186,12 @@ async fn a_lost_create_answer_is_looked_up_not_repeated(fake: &FakeDigitalOcean,
     let g = group("lost");
     let request = testkit::launch_request(&g.name, 3, 0);
     let seen = fake.requests().len();
-    let posts = || fake.requests()[seen..].iter().filter(|r| r.method == "POST").count();
+    let posts = || {
+        fake.requests()[seen..]
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
     fake.lose_create_answers(1);
     let outcome = provider.launch(&g, &request).await;
     assert_eq!(outcome.error, None, "{outcome:?}");
@@ -176,8 +214,16 @@ async fn a_lost_create_answer_is_looked_up_not_repeated(fake: &FakeDigitalOcean,
     // The engine retrying the same launch (same intent, names, keys) creates nothing more.
     let again = provider.launch(&g, &request).await;
     assert_eq!(again.error, None);
-    let mut first: Vec<_> = outcome.launched.iter().map(|l| (l.slot, l.instance_id.clone())).collect();
-    let mut second: Vec<_> = again.launched.iter().map(|l| (l.slot, l.instance_id.clone())).collect();
+    let mut first: Vec<_> = outcome
+        .launched
+        .iter()
+        .map(|l| (l.slot, l.instance_id.clone()))
+        .collect();
+    let mut second: Vec<_> = again
+        .launched
+        .iter()
+        .map(|l| (l.slot, l.instance_id.clone()))
+        .collect();
     first.sort();
     second.sort();
     assert_eq!(first, second);
@@ -195,8 +241,14 @@ async fn only_the_groups_droplets_are_deleted(fake: &FakeDigitalOcean, base_url:
     assert!(fake.droplets().iter().any(|d| d.id == foreign));
     let mine = fake.insert("mine-abcde", &["group:mine"], "off");
     let listed = provider.list(&group("mine")).await.expect("list");
-    assert_eq!(listed[0].cloud_status, "Terminated", "off droplets count as terminated");
-    provider.terminate(&group("mine"), &mine.to_string()).await.expect("delete");
+    assert_eq!(
+        listed[0].cloud_status, "Terminated",
+        "off droplets count as terminated"
+    );
+    provider
+        .terminate(&group("mine"), &mine.to_string())
+        .await
+        .expect("delete");
     assert!(!fake.droplets().iter().any(|d| d.id == mine));
 }
 
@@ -263,8 +315,13 @@ async fn a_group_without_droplet_configuration_cannot_launch() {
     let provider = provider(&fake.url());
     let mut g = group("jvb-1");
     g.type_name = "JVB".into();
-    let outcome = provider.launch(&g, &testkit::launch_request(&g.name, 1, 0)).await;
-    assert!(matches!(outcome.error, Some(ProviderError::Config(_))), "{outcome:?}");
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 1, 0))
+        .await;
+    assert!(
+        matches!(outcome.error, Some(ProviderError::Config(_))),
+        "{outcome:?}"
+    );
     assert_eq!(fake.calls(), 0);
 }
 
@@ -338,12 +395,16 @@ impl Prism {
     async fn start(upstream: &str) -> Option<Prism> {
         let prism = std::env::var("JITSI_SCALER_PRISM").ok().or_else(|| {
             let cache = std::env::var("JITSI_SCALER_CACHE").ok().or_else(|| {
-                std::env::var("HOME").ok().map(|h| format!("{h}/.cache/jitsi-scaler"))
+                std::env::var("HOME")
+                    .ok()
+                    .map(|h| format!("{h}/.cache/jitsi-scaler"))
             })?;
             let path = format!("{cache}/prism-5.14.2/node_modules/.bin/prism");
             std::path::Path::new(&path).exists().then_some(path)
         });
-        let available = prism.as_ref().is_some_and(|p| std::path::Path::new(p).exists());
+        let available = prism
+            .as_ref()
+            .is_some_and(|p| std::path::Path::new(p).exists());
         if !common::service_available(
             "Prism",
             available,
@@ -410,7 +471,11 @@ async fn through_prism_every_request_and_answer_follows_the_contract() {
         .send()
         .await
         .expect("prism answers");
-    assert_eq!(refused.status().as_u16(), 422, "per_page above 200 violates the contract");
+    assert_eq!(
+        refused.status().as_u16(),
+        422,
+        "per_page above 200 violates the contract"
+    );
     let problem = refused.text().await.expect("body");
     assert!(problem.contains("per_page must be <= 200"), "{problem}");
     assert_eq!(fake.calls(), calls);
@@ -422,8 +487,15 @@ async fn through_prism_every_request_and_answer_follows_the_contract() {
         .send()
         .await
         .expect("prism answers");
-    assert!(answer.status().is_server_error(), "status {}", answer.status());
-    provider(&fake.url()).terminate(&group("broken"), &broken.to_string()).await.expect("cleanup");
+    assert!(
+        answer.status().is_server_error(),
+        "status {}",
+        answer.status()
+    );
+    provider(&fake.url())
+        .terminate(&group("broken"), &broken.to_string())
+        .await
+        .expect("cleanup");
 
     conformance_suite(&fake, &prism.url).await;
     batches_of_ten_mapped_back_by_name(&fake, &prism.url).await;

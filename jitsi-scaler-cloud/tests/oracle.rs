@@ -18,7 +18,8 @@ use jitsi_scaler_core::group::Group;
 use jitsi_scaler_core::provider::{CloudProvider, ProviderError};
 use reqwest::{Method, Url};
 
-const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaaba3pv6wkcr4jqae5f15p2b2m2yt2j6rx32uzr4h25vqstifsfdsq";
+const TENANCY: &str =
+    "ocid1.tenancy.oc1..aaaaaaaaba3pv6wkcr4jqae5f15p2b2m2yt2j6rx32uzr4h25vqstifsfdsq";
 const USER: &str = "ocid1.user.oc1..aaaaaaaat5nvwcna5j6aqzjcaty5eqbb6qt2jvpkanghtgdaqedqw3rynjq";
 const FINGERPRINT: &str = "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34";
 
@@ -27,7 +28,13 @@ fn key_id() -> String {
 }
 
 async fn fake(ads: usize, fds: usize) -> FakeOci {
-    FakeOci::start(&key_id(), &common::read_data("oci-signing/testkey-public.pem"), ads, fds).await
+    FakeOci::start(
+        &key_id(),
+        &common::read_data("oci-signing/testkey-public.pem"),
+        ads,
+        fds,
+    )
+    .await
 }
 
 /// Writes an OCI configuration file for `key_file` (and `pass_phrase`).
@@ -102,7 +109,11 @@ async fn conformance_against_the_fake() {
         provider: Arc::new(provider(&fake)),
     };
     conformance::run(&fixture).await;
-    assert!(fake.rejected().is_empty(), "every request was signed correctly: {:?}", fake.rejected());
+    assert!(
+        fake.rejected().is_empty(),
+        "every request was signed correctly: {:?}",
+        fake.rejected()
+    );
 }
 
 #[tokio::test]
@@ -118,11 +129,19 @@ async fn a_wrong_key_is_rejected_and_reported_as_configuration() {
 #[tokio::test]
 async fn stale_dates_and_altered_bodies_are_rejected() {
     let fake = fake(1, 1).await;
-    let signer = RequestSigner::from_pem(key_id(), &common::read_data("oci-signing/testkey.pem"), None)
-        .expect("key");
+    let signer = RequestSigner::from_pem(
+        key_id(),
+        &common::read_data("oci-signing/testkey.pem"),
+        None,
+    )
+    .expect("key");
     let client = common::http_client();
 
-    let url = Url::parse(&format!("{}/instances?compartmentId=c&limit=100", fake.url())).expect("url");
+    let url = Url::parse(&format!(
+        "{}/instances?compartmentId=c&limit=100",
+        fake.url()
+    ))
+    .expect("url");
     let send = |date: SystemTime| {
         let mut request = reqwest::Request::new(Method::GET, url.clone());
         signer.authorize_at(&mut request, date).expect("sign");
@@ -130,7 +149,9 @@ async fn stale_dates_and_altered_bodies_are_rejected() {
     };
     let fresh = send(SystemTime::now()).await.expect("answer");
     assert_eq!(fresh.status().as_u16(), 200);
-    let stale = send(SystemTime::now() - Duration::from_secs(6 * 60)).await.expect("answer");
+    let stale = send(SystemTime::now() - Duration::from_secs(6 * 60))
+        .await
+        .expect("answer");
     assert_eq!(stale.status().as_u16(), 401);
     let body: serde_json::Value = stale.json().await.expect("json");
     assert_eq!(body["code"], "NotAuthenticated");
@@ -158,29 +179,55 @@ async fn out_of_capacity_moves_to_the_next_untried_placement() {
     fake.set_full("Uocm:TEST-AD-1", "FAULT-DOMAIN-1");
     let provider = provider(&fake);
     let g = group("cap");
-    let outcome = provider.launch(&g, &testkit::launch_request(&g.name, 1, 0)).await;
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 1, 0))
+        .await;
     assert_eq!(outcome.error, None);
     assert_eq!(outcome.launched.len(), 1);
     let calls = fake.launches();
     let tried: Vec<(String, Option<String>, u16)> = calls
         .iter()
-        .map(|c| (c.availability_domain.clone(), c.fault_domain.clone(), c.status))
+        .map(|c| {
+            (
+                c.availability_domain.clone(),
+                c.fault_domain.clone(),
+                c.status,
+            )
+        })
         .collect();
     assert_eq!(
         tried,
         [
-            ("Uocm:TEST-AD-1".to_owned(), Some("FAULT-DOMAIN-1".to_owned()), 500),
-            ("Uocm:TEST-AD-1".to_owned(), Some("FAULT-DOMAIN-2".to_owned()), 200),
+            (
+                "Uocm:TEST-AD-1".to_owned(),
+                Some("FAULT-DOMAIN-1".to_owned()),
+                500
+            ),
+            (
+                "Uocm:TEST-AD-1".to_owned(),
+                Some("FAULT-DOMAIN-2".to_owned()),
+                200
+            ),
         ]
     );
-    assert_ne!(calls[0].retry_token, calls[1].retry_token, "a new placement, a new token");
+    assert_ne!(
+        calls[0].retry_token, calls[1].retry_token,
+        "a new placement, a new token"
+    );
     let instance = fake
         .instances()
         .into_iter()
         .find(|i| i.id == outcome.launched[0].instance_id)
         .expect("instance");
-    assert_eq!(instance.fault_domain.as_deref(), Some("FAULT-DOMAIN-2"), "the fault domain is sent");
-    assert_eq!(instance.freeform_tags.get("group").map(String::as_str), Some("cap"));
+    assert_eq!(
+        instance.fault_domain.as_deref(),
+        Some("FAULT-DOMAIN-2"),
+        "the fault domain is sent"
+    );
+    assert_eq!(
+        instance.freeform_tags.get("group").map(String::as_str),
+        Some("cap")
+    );
 }
 
 #[tokio::test]
@@ -198,9 +245,15 @@ async fn each_placement_is_tried_at_most_once_then_capacity_is_reported() {
     sequential.launch_concurrency = 1;
     let provider = OracleProvider::new(&sequential).expect("provider");
     let g = group("full");
-    let outcome = provider.launch(&g, &testkit::launch_request(&g.name, 3, 0)).await;
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 3, 0))
+        .await;
     assert!(outcome.launched.is_empty());
-    assert!(matches!(outcome.error, Some(ProviderError::Capacity(_))), "{:?}", outcome.error);
+    assert!(
+        matches!(outcome.error, Some(ProviderError::Capacity(_))),
+        "{:?}",
+        outcome.error
+    );
     let calls = fake.launches();
     let pairs: HashSet<(String, Option<String>)> = calls
         .iter()
@@ -215,9 +268,17 @@ async fn each_placement_is_tried_at_most_once_then_capacity_is_reported() {
             .map(|c| (c.availability_domain.clone(), c.fault_domain.clone()))
             .collect();
         let unique: HashSet<_> = tried.iter().cloned().collect();
-        assert_eq!(unique.len(), tried.len(), "{name} tried a pair twice: {tried:?}");
+        assert_eq!(
+            unique.len(),
+            tried.len(),
+            "{name} tried a pair twice: {tried:?}"
+        );
     }
-    assert_eq!(calls.len(), 6, "a pair found full is not offered to the other instances");
+    assert_eq!(
+        calls.len(),
+        6,
+        "a pair found full is not offered to the other instances"
+    );
 }
 
 #[tokio::test]
@@ -225,23 +286,49 @@ async fn instances_spread_over_availability_and_fault_domains() {
     let fake = fake(2, 3).await;
     let provider = provider(&fake);
     let g = group("spread");
-    let outcome = provider.launch(&g, &testkit::launch_request(&g.name, 6, 0)).await;
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 6, 0))
+        .await;
     assert_eq!(outcome.error, None);
     let placed: HashSet<(String, Option<String>)> = fake
         .instances()
         .iter()
         .map(|i| (i.availability_domain.clone(), i.fault_domain.clone()))
         .collect();
-    assert_eq!(placed.len(), 6, "six instances, six different (AD, FD) pairs");
+    assert_eq!(
+        placed.len(),
+        6,
+        "six instances, six different (AD, FD) pairs"
+    );
 
     // With two instances already in AD-1, the next two go to AD-2.
     let fake = self::fake(2, 3).await;
     let provider = self::provider(&fake);
-    fake.insert("skew-aaaaa", Some("skew"), "RUNNING", "Uocm:TEST-AD-1", "FAULT-DOMAIN-1");
-    fake.insert("skew-bbbbb", Some("skew"), "RUNNING", "Uocm:TEST-AD-1", "FAULT-DOMAIN-2");
-    fake.insert("other-ccccc", Some("other"), "RUNNING", "Uocm:TEST-AD-2", "FAULT-DOMAIN-1");
+    fake.insert(
+        "skew-aaaaa",
+        Some("skew"),
+        "RUNNING",
+        "Uocm:TEST-AD-1",
+        "FAULT-DOMAIN-1",
+    );
+    fake.insert(
+        "skew-bbbbb",
+        Some("skew"),
+        "RUNNING",
+        "Uocm:TEST-AD-1",
+        "FAULT-DOMAIN-2",
+    );
+    fake.insert(
+        "other-ccccc",
+        Some("other"),
+        "RUNNING",
+        "Uocm:TEST-AD-2",
+        "FAULT-DOMAIN-1",
+    );
     let g = group("skew");
-    let outcome = provider.launch(&g, &testkit::launch_request(&g.name, 2, 2)).await;
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 2, 2))
+        .await;
     assert_eq!(outcome.error, None);
     let new: Vec<_> = fake
         .launches()
@@ -268,7 +355,10 @@ async fn a_lost_launch_answer_is_retried_with_the_same_token() {
     assert_eq!(calls.len(), 2, "the launch was repeated");
     assert_eq!(calls[0].status, 500);
     assert!(calls[0].retry_token.is_some());
-    assert_eq!(calls[0].retry_token, calls[1].retry_token, "same placement, same token");
+    assert_eq!(
+        calls[0].retry_token, calls[1].retry_token,
+        "same placement, same token"
+    );
     assert_eq!(
         (&calls[0].availability_domain, &calls[0].fault_domain),
         (&calls[1].availability_domain, &calls[1].fault_domain)
@@ -278,7 +368,10 @@ async fn a_lost_launch_answer_is_retried_with_the_same_token() {
     // The engine repeating the launch finds the instance by name and launches nothing.
     let again = provider.launch(&g, &request).await;
     assert_eq!(again.error, None);
-    assert_eq!(again.launched[0].instance_id, outcome.launched[0].instance_id);
+    assert_eq!(
+        again.launched[0].instance_id,
+        outcome.launched[0].instance_id
+    );
     assert_eq!(fake.launches().len(), 2);
     assert_eq!(fake.instances().len(), 1);
 }
@@ -288,23 +381,59 @@ async fn lists_every_page_and_only_the_group() {
     let fake = fake(1, 1).await;
     fake.set_page_size(30);
     for i in 0..250 {
-        fake.insert(&format!("big-{i:05}"), Some("big"), "RUNNING", "Uocm:TEST-AD-1", "FAULT-DOMAIN-1");
+        fake.insert(
+            &format!("big-{i:05}"),
+            Some("big"),
+            "RUNNING",
+            "Uocm:TEST-AD-1",
+            "FAULT-DOMAIN-1",
+        );
     }
     for i in 0..40 {
-        fake.insert(&format!("other-{i:05}"), Some("other"), "RUNNING", "Uocm:TEST-AD-1", "FAULT-DOMAIN-1");
+        fake.insert(
+            &format!("other-{i:05}"),
+            Some("other"),
+            "RUNNING",
+            "Uocm:TEST-AD-1",
+            "FAULT-DOMAIN-1",
+        );
     }
     for i in 0..10 {
-        fake.insert(&format!("untagged-{i:05}"), None, "RUNNING", "Uocm:TEST-AD-1", "FAULT-DOMAIN-1");
+        fake.insert(
+            &format!("untagged-{i:05}"),
+            None,
+            "RUNNING",
+            "Uocm:TEST-AD-1",
+            "FAULT-DOMAIN-1",
+        );
     }
     for i in 0..5 {
-        fake.insert(&format!("gone-{i:05}"), Some("big"), "TERMINATED", "Uocm:TEST-AD-1", "FAULT-DOMAIN-1");
+        fake.insert(
+            &format!("gone-{i:05}"),
+            Some("big"),
+            "TERMINATED",
+            "Uocm:TEST-AD-1",
+            "FAULT-DOMAIN-1",
+        );
     }
     let provider = provider(&fake);
     let before = fake.calls();
     let listed = provider.list(&group("big")).await.expect("list");
-    assert_eq!(fake.calls() - before, 305_usize.div_ceil(30), "one call per page");
-    assert_eq!(listed.len(), 250, "terminated and foreign instances are dropped");
-    assert!(listed.iter().all(|i| i.display_name.starts_with("big-") && i.cloud_status == "RUNNING"));
+    assert_eq!(
+        fake.calls() - before,
+        305_usize.div_ceil(30),
+        "one call per page"
+    );
+    assert_eq!(
+        listed.len(),
+        250,
+        "terminated and foreign instances are dropped"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|i| i.display_name.starts_with("big-") && i.cloud_status == "RUNNING")
+    );
     let ids: HashSet<&str> = listed.iter().map(|i| i.instance_id.as_str()).collect();
     assert_eq!(ids.len(), 250);
     assert!(listed[0].created_at_ms.is_some());
@@ -315,9 +444,13 @@ async fn domain_lists_are_cached_per_region() {
     let fake = fake(2, 3).await;
     let provider = provider(&fake);
     let g = group("cache");
-    provider.launch(&g, &testkit::launch_request(&g.name, 1, 0)).await;
+    provider
+        .launch(&g, &testkit::launch_request(&g.name, 1, 0))
+        .await;
     assert_eq!(fake.domain_calls(), 3, "one AD list and one FD list per AD");
-    provider.launch(&g, &testkit::launch_request(&g.name, 1, 1)).await;
+    provider
+        .launch(&g, &testkit::launch_request(&g.name, 1, 1))
+        .await;
     assert_eq!(fake.domain_calls(), 3, "cached");
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -325,8 +458,12 @@ async fn domain_lists_are_cached_per_region() {
     let mut uncached = config(&fake, &file);
     uncached.domain_cache_ttl = Duration::ZERO;
     let provider = OracleProvider::new(&uncached).expect("provider");
-    provider.launch(&g, &testkit::launch_request(&g.name, 1, 2)).await;
-    provider.launch(&g, &testkit::launch_request(&g.name, 1, 3)).await;
+    provider
+        .launch(&g, &testkit::launch_request(&g.name, 1, 2))
+        .await;
+    provider
+        .launch(&g, &testkit::launch_request(&g.name, 1, 3))
+        .await;
     assert_eq!(fake.domain_calls(), 9, "fetched again once expired");
 }
 
@@ -335,17 +472,29 @@ async fn instances_of_no_group_are_not_terminated() {
     let fake = fake(1, 1).await;
     let provider = provider(&fake);
     let foreign = fake.insert("db-1", None, "RUNNING", "Uocm:TEST-AD-1", "FAULT-DOMAIN-1");
-    let error = provider.terminate(&group("g"), &foreign).await.expect_err("not ours");
+    let error = provider
+        .terminate(&group("g"), &foreign)
+        .await
+        .expect_err("not ours");
     assert_eq!(error.class(), "config");
-    assert!(fake.instances().iter().all(|i| i.lifecycle_state == "RUNNING"));
-    let bad = provider.terminate(&group("g"), "../../evil").await.expect_err("not an OCID");
+    assert!(
+        fake.instances()
+            .iter()
+            .all(|i| i.lifecycle_state == "RUNNING")
+    );
+    let bad = provider
+        .terminate(&group("g"), "../../evil")
+        .await
+        .expect_err("not an OCID");
     assert_eq!(bad.class(), "config");
 }
 
 #[tokio::test]
 async fn pkcs8_and_encrypted_keys_load_from_the_configuration_file() {
     let fake = fake(1, 1).await;
-    let listed = provider_with_key(&fake, "oci-signing/testkey-pkcs8.pem").list(&group("g")).await;
+    let listed = provider_with_key(&fake, "oci-signing/testkey-pkcs8.pem")
+        .list(&group("g"))
+        .await;
     assert_eq!(listed, Ok(Vec::new()));
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -353,7 +502,10 @@ async fn pkcs8_and_encrypted_keys_load_from_the_configuration_file() {
     let file = config_file(dir.path(), &key, Some("jitsi-scaler-test"));
     let encrypted = OracleProvider::new(&config(&fake, &file)).expect("encrypted key");
     assert_eq!(encrypted.list(&group("g")).await, Ok(Vec::new()));
-    assert!(!format!("{encrypted:?}").contains("jitsi-scaler-test"), "no pass phrase in Debug");
+    assert!(
+        !format!("{encrypted:?}").contains("jitsi-scaler-test"),
+        "no pass phrase in Debug"
+    );
     assert!(fake.rejected().is_empty());
 
     let file = config_file(dir.path(), &key, None);
@@ -376,7 +528,14 @@ fn groups_need_a_compartment_an_instance_configuration_and_a_region_id() {
     bad.compartment_id.clear();
     bad.instance_configuration_id = "pod-template".into();
     bad.region = "evil.example.com/".into();
-    let paths: Vec<String> = provider.validate_group(&bad).into_iter().map(|e| e.path).collect();
-    assert_eq!(paths, ["compartmentId", "instanceConfigurationId", "region"]);
+    let paths: Vec<String> = provider
+        .validate_group(&bad)
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(
+        paths,
+        ["compartmentId", "instanceConfigurationId", "region"]
+    );
     let _ = Secret::new("unused");
 }

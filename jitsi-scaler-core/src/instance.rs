@@ -162,13 +162,25 @@ impl JibriStatus {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StressStats {
     /// Load relative to the component's threshold: 0 idle, 1 at threshold, may exceed 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::json::opt_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_number"
+    )]
     pub stress_level: Option<f64>,
     /// Participants (JVB, Jigasi, generic).
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::json::opt_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_number"
+    )]
     pub participants: Option<f64>,
     /// Connections (generic).
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::json::opt_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_number"
+    )]
     pub connections: Option<f64>,
     /// Allocated CPU (Nomad, generic).
     #[serde(
@@ -179,7 +191,11 @@ pub struct StressStats {
     )]
     pub allocated_cpu: Option<f64>,
     /// Conferences hosted (JVB, Jigasi).
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::json::opt_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_number"
+    )]
     pub conferences: Option<f64>,
     /// The component is draining: `graceful_shutdown` or `shutting_down` (JVB), or a Nomad
     /// node not eligible for scheduling.
@@ -377,7 +393,12 @@ impl InstanceState {
     }
 
     /// The state of an instance known only from polls (R5): alive, no stats.
-    pub fn polled(instance_id: &str, instance_type: &str, metadata: Metadata, now: UnixMillis) -> Self {
+    pub fn polled(
+        instance_id: &str,
+        instance_type: &str,
+        metadata: Metadata,
+        now: UnixMillis,
+    ) -> Self {
         let mut state = Self::placeholder(instance_id, "", instance_type, now, false);
         state.status.provisioning = false;
         state.metadata = metadata;
@@ -639,7 +660,9 @@ impl<'de> Deserialize<'de> for Lenient<f64> {
                 Ok(Lenient(Some(v as f64)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Lenient(v.trim().parse::<f64>().ok().filter(|x| x.is_finite())))
+                Ok(Lenient(
+                    v.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
+                ))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(Lenient(None))
@@ -729,7 +752,10 @@ mod tests {
     fn types_parse_case_insensitively_and_keep_classes() {
         assert_eq!(InstanceType::parse("JVB"), Some(InstanceType::Jvb));
         assert_eq!(InstanceType::parse(" jvb "), Some(InstanceType::Jvb));
-        assert_eq!(InstanceType::parse("Sip-Jibri"), Some(InstanceType::SipJibri));
+        assert_eq!(
+            InstanceType::parse("Sip-Jibri"),
+            Some(InstanceType::SipJibri)
+        );
         assert_eq!(InstanceType::parse("videobridge"), None);
         assert_eq!(InstanceType::Availability.class(), TypeClass::Availability);
         assert_eq!(InstanceType::Jibri.class(), TypeClass::Availability);
@@ -754,9 +780,15 @@ mod tests {
 
     #[test]
     fn jvb_shutting_down_counts_as_graceful_shutdown() {
-        let s = status(TypeClass::Stress, r#"{"stress_level":0.1,"shutting_down":true}"#);
+        let s = status(
+            TypeClass::Stress,
+            r#"{"stress_level":0.1,"shutting_down":true}"#,
+        );
         assert!(s.is_draining());
-        let s = status(TypeClass::Stress, r#"{"stress_level":0.1,"graceful_shutdown":true}"#);
+        let s = status(
+            TypeClass::Stress,
+            r#"{"stress_level":0.1,"graceful_shutdown":true}"#,
+        );
         assert!(s.is_draining());
     }
 

@@ -32,7 +32,11 @@ mod tests {
 
     #[test]
     fn integral_floats_are_written_as_integers() {
-        let json = serde_json::to_string(&T { a: 1.0, b: Some(0.25) }).expect("json");
+        let json = serde_json::to_string(&T {
+            a: 1.0,
+            b: Some(0.25),
+        })
+        .expect("json");
         assert_eq!(json, r#"{"a":1,"b":0.25}"#);
         let json = serde_json::to_string(&T { a: -2.5, b: None }).expect("json");
         assert_eq!(json, r#"{"a":-2.5,"b":null}"#);

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod clock;
+pub mod engine;
 pub mod group;
 pub mod instance;
 mod json;
@@ -24,4 +25,3 @@ pub mod provider;
 pub mod schedule;
 pub mod sidecar;
 pub mod store;
-pub mod engine;

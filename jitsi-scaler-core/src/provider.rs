@@ -53,7 +53,9 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ProviderError::Throttled { .. } | ProviderError::Transient(_) | ProviderError::Capacity(_)
+            ProviderError::Throttled { .. }
+                | ProviderError::Transient(_)
+                | ProviderError::Capacity(_)
         )
     }
 

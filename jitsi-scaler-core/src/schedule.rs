@@ -48,7 +48,11 @@ pub struct SchedulePeriod {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_minute: Option<u8>,
     /// Highest priority wins among matching periods; ties keep configuration order.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::json::opt_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_number"
+    )]
     pub priority: Option<f64>,
     /// Blocks metric-driven scale-down while active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,7 +140,11 @@ impl Default for ScheduleSettings {
 
 impl ScheduleSettings {
     /// The timezone name for a group's schedule.
-    pub fn timezone_name<'a>(&'a self, config: &'a ScheduledScalingConfig, region: &str) -> &'a str {
+    pub fn timezone_name<'a>(
+        &'a self,
+        config: &'a ScheduledScalingConfig,
+        region: &str,
+    ) -> &'a str {
         config
             .timezone
             .as_deref()
@@ -150,9 +158,9 @@ impl ScheduleSettings {
         if self.jitter_sec == 0 {
             return now;
         }
-        let hash = group
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         now - (hash % (self.jitter_sec * 1000)) as i64
     }
 }
@@ -241,7 +249,11 @@ pub struct Transition {
 
 /// Computes the transition of a group whose active period differs from the one last applied,
 /// or `None` when nothing changes (an admin override inside a period is kept).
-pub fn transition(group: &Group, settings: &ScheduleSettings, now: UnixMillis) -> Option<Transition> {
+pub fn transition(
+    group: &Group,
+    settings: &ScheduleSettings,
+    now: UnixMillis,
+) -> Option<Transition> {
     let next = active_period_for(group, settings, now);
     let prev = group.scheduled_scaling_active_period.as_deref();
     if prev == next.map(|p| p.name.as_str()) {
@@ -276,7 +288,9 @@ pub fn transition(group: &Group, settings: &ScheduleSettings, now: UnixMillis) -
                     old_options: live.clone(),
                     new_options: live.clone(),
                     group: updated,
-                    warning: Some("leaving a period without base options: options unchanged".into()),
+                    warning: Some(
+                        "leaving a period without base options: options unchanged".into(),
+                    ),
                 });
             };
             let exiting_set_desired = group
@@ -316,14 +330,29 @@ pub fn check_config_shape(value: &mut Value) -> Vec<FieldError> {
         errors.push(FieldError::body(path, msg, v.cloned()));
     };
     let Value::Object(obj) = value else {
-        push(String::new(), "scheduledScaling must be an object", Some(value));
+        push(
+            String::new(),
+            "scheduledScaling must be an object",
+            Some(value),
+        );
         return errors;
     };
     if !obj.get("enabled").is_some_and(Value::is_boolean) {
-        push("enabled".into(), "enabled must be a boolean", obj.get("enabled"));
+        push(
+            "enabled".into(),
+            "enabled must be a boolean",
+            obj.get("enabled"),
+        );
     }
-    if obj.get("timezone").is_some_and(|v| !v.is_string() && !v.is_null()) {
-        push("timezone".into(), "timezone must be a string", obj.get("timezone"));
+    if obj
+        .get("timezone")
+        .is_some_and(|v| !v.is_string() && !v.is_null())
+    {
+        push(
+            "timezone".into(),
+            "timezone must be a string",
+            obj.get("timezone"),
+        );
     }
     let mut option_checker = Checker::default();
     match obj.get_mut("periods") {
@@ -334,16 +363,32 @@ pub fn check_config_shape(value: &mut Value) -> Vec<FieldError> {
                     push(path, "Period must be an object", Some(period));
                     continue;
                 };
-                if !p.get("name").and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()) {
-                    push(join(&path, "name"), "Period name must be a non-empty string", p.get("name"));
+                if !p
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.trim().is_empty())
+                {
+                    push(
+                        join(&path, "name"),
+                        "Period name must be a non-empty string",
+                        p.get("name"),
+                    );
                 }
                 match p.get("dayOfWeek") {
                     Some(Value::Array(days)) if !days.is_empty() => {
                         if !days.iter().all(|d| d.as_u64().is_some_and(|d| d <= 6)) {
-                            push(join(&path, "dayOfWeek"), "dayOfWeek values must be 0-6", p.get("dayOfWeek"));
+                            push(
+                                join(&path, "dayOfWeek"),
+                                "dayOfWeek values must be 0-6",
+                                p.get("dayOfWeek"),
+                            );
                         }
                     }
-                    other => push(join(&path, "dayOfWeek"), "dayOfWeek must be a non-empty array", other),
+                    other => push(
+                        join(&path, "dayOfWeek"),
+                        "dayOfWeek must be a non-empty array",
+                        other,
+                    ),
                 }
                 for (key, max, required, msg) in [
                     ("startHour", 23, true, "startHour must be 0-23"),
@@ -357,11 +402,23 @@ pub fn check_config_shape(value: &mut Value) -> Vec<FieldError> {
                         other => push(join(&path, key), msg, other),
                     }
                 }
-                if p.get("priority").is_some_and(|v| !v.is_number() && !v.is_null()) {
-                    push(join(&path, "priority"), "priority must be a number", p.get("priority"));
+                if p.get("priority")
+                    .is_some_and(|v| !v.is_number() && !v.is_null())
+                {
+                    push(
+                        join(&path, "priority"),
+                        "priority must be a number",
+                        p.get("priority"),
+                    );
                 }
-                if p.get("inhibitScaleDown").is_some_and(|v| !v.is_boolean() && !v.is_null()) {
-                    push(join(&path, "inhibitScaleDown"), "inhibitScaleDown must be a boolean", p.get("inhibitScaleDown"));
+                if p.get("inhibitScaleDown")
+                    .is_some_and(|v| !v.is_boolean() && !v.is_null())
+                {
+                    push(
+                        join(&path, "inhibitScaleDown"),
+                        "inhibitScaleDown must be a boolean",
+                        p.get("inhibitScaleDown"),
+                    );
                 }
                 match p.get_mut("scalingOptions") {
                     Some(Value::Object(o)) => check_scaling_options(
@@ -371,11 +428,19 @@ pub fn check_config_shape(value: &mut Value) -> Vec<FieldError> {
                         false,
                     ),
                     None | Some(Value::Null) => {}
-                    Some(v) => push(join(&path, "scalingOptions"), "scalingOptions must be an object", Some(v)),
+                    Some(v) => push(
+                        join(&path, "scalingOptions"),
+                        "scalingOptions must be an object",
+                        Some(v),
+                    ),
                 }
             }
         }
-        other => push("periods".into(), "periods must be an array", other.map(|v| &*v)),
+        other => push(
+            "periods".into(),
+            "periods must be an array",
+            other.map(|v| &*v),
+        ),
     }
     errors.extend(option_checker.errors);
     errors
@@ -435,7 +500,13 @@ mod tests {
         crate::clock::parse_iso8601(iso).expect("instant")
     }
 
-    fn period(name: &str, days: &[u8], start: (u8, u8), end: (u8, u8), priority: f64) -> SchedulePeriod {
+    fn period(
+        name: &str,
+        days: &[u8],
+        start: (u8, u8),
+        end: (u8, u8),
+        priority: f64,
+    ) -> SchedulePeriod {
         SchedulePeriod {
             name: name.into(),
             day_of_week: days.to_vec(),
@@ -486,11 +557,26 @@ mod tests {
     #[test]
     fn p1_to_p4_weekday_peak_and_weekend() {
         let c = spec_config();
-        assert_eq!(active(&c, "2026-03-18T18:00:00Z").as_deref(), Some("weekday-peak"));
+        assert_eq!(
+            active(&c, "2026-03-18T18:00:00Z").as_deref(),
+            Some("weekday-peak")
+        );
         assert_eq!(active(&c, "2026-03-19T03:00:00Z"), None);
-        assert_eq!(active(&c, "2026-03-21T16:00:00Z").as_deref(), Some("weekend"));
-        assert_eq!(active(&c, "2026-03-22T14:00:00Z").as_deref(), Some("weekend"));
-        assert_eq!(active(&config(Some("America/New_York"), vec![]), "2026-03-18T18:00:00Z"), None);
+        assert_eq!(
+            active(&c, "2026-03-21T16:00:00Z").as_deref(),
+            Some("weekend")
+        );
+        assert_eq!(
+            active(&c, "2026-03-22T14:00:00Z").as_deref(),
+            Some("weekend")
+        );
+        assert_eq!(
+            active(
+                &config(Some("America/New_York"), vec![]),
+                "2026-03-18T18:00:00Z"
+            ),
+            None
+        );
     }
 
     #[test]
@@ -503,24 +589,45 @@ mod tests {
             ],
         );
         // Saturday 2026-03-21 12:00 in New York (EDT, UTC-4).
-        assert_eq!(active(&c, "2026-03-21T16:00:00Z").as_deref(), Some("weekend"));
+        assert_eq!(
+            active(&c, "2026-03-21T16:00:00Z").as_deref(),
+            Some("weekend")
+        );
     }
 
     #[test]
     fn p6_to_p9_wrapping_and_all_day() {
-        let night = config(None, vec![period("night-shift", &[1], (22, 0), (6, 0), 0.0)]);
+        let night = config(
+            None,
+            vec![period("night-shift", &[1], (22, 0), (6, 0), 0.0)],
+        );
         // 2026-03-17 is a Tuesday, 2026-03-16 a Monday.
         assert!(active(&night, "2026-03-17T03:00:00Z").is_some());
         assert!(active(&night, "2026-03-16T23:00:00Z").is_some());
         assert!(active(&night, "2026-03-16T03:00:00Z").is_none());
         let sat = config(None, vec![period("sat-late", &[6], (23, 0), (2, 0), 0.0)]);
-        assert!(active(&sat, "2026-03-22T01:00:00Z").is_some(), "P7 Sunday 01:00");
+        assert!(
+            active(&sat, "2026-03-22T01:00:00Z").is_some(),
+            "P7 Sunday 01:00"
+        );
         let wed = config(None, vec![period("wed", &[3], (0, 0), (0, 0), 0.0)]);
         assert!(active(&wed, "2026-03-18T23:59:00Z").is_some());
-        assert!(active(&wed, "2026-03-19T10:00:00Z").is_none(), "P8 Thursday");
-        let weeknights = config(None, vec![period("wn", &[1, 2, 3, 4, 5], (22, 0), (6, 0), 0.0)]);
-        assert!(active(&weeknights, "2026-03-21T03:00:00Z").is_some(), "P9 Saturday 03:00");
-        assert!(active(&weeknights, "2026-03-22T03:00:00Z").is_none(), "P9 Sunday 03:00");
+        assert!(
+            active(&wed, "2026-03-19T10:00:00Z").is_none(),
+            "P8 Thursday"
+        );
+        let weeknights = config(
+            None,
+            vec![period("wn", &[1, 2, 3, 4, 5], (22, 0), (6, 0), 0.0)],
+        );
+        assert!(
+            active(&weeknights, "2026-03-21T03:00:00Z").is_some(),
+            "P9 Saturday 03:00"
+        );
+        assert!(
+            active(&weeknights, "2026-03-22T03:00:00Z").is_none(),
+            "P9 Sunday 03:00"
+        );
     }
 
     #[test]
@@ -532,7 +639,10 @@ mod tests {
                 period("tue-morning", &[2], (6, 0), (12, 0), 20.0),
             ],
         );
-        assert_eq!(active(&c, "2026-03-17T08:00:00Z").as_deref(), Some("tue-morning"));
+        assert_eq!(
+            active(&c, "2026-03-17T08:00:00Z").as_deref(),
+            Some("tue-morning")
+        );
     }
 
     #[test]
@@ -573,11 +683,19 @@ mod tests {
         let base = opts(1, 5, 20);
         let m = merge_with_live_desired(&base, &opts(1, 12, 20), Some(&patch(Some(8), None, None)));
         assert_eq!(triple(&m), (8, 12, 20));
-        let m = merge_with_live_desired(&base, &opts(1, 12, 20), Some(&patch(Some(8), Some(10), None)));
+        let m = merge_with_live_desired(
+            &base,
+            &opts(1, 12, 20),
+            Some(&patch(Some(8), Some(10), None)),
+        );
         assert_eq!(m.desired_count, 10);
         let m = merge_with_live_desired(&base, &opts(1, 3, 20), Some(&patch(Some(8), None, None)));
         assert_eq!(m.desired_count, 8);
-        let m = merge_with_live_desired(&base, &opts(1, 12, 20), Some(&patch(Some(0), Some(0), Some(0))));
+        let m = merge_with_live_desired(
+            &base,
+            &opts(1, 12, 20),
+            Some(&patch(Some(0), Some(0), Some(0))),
+        );
         assert_eq!(triple(&m), (0, 0, 0));
     }
 
@@ -602,7 +720,10 @@ mod tests {
     fn t1_entering_captures_the_base() {
         let mut base = opts(1, 2, 5);
         base.scale_up_quantity = 1;
-        let c = config(None, vec![always("always-peak", patch(Some(10), Some(10), Some(20)))]);
+        let c = config(
+            None,
+            vec![always("always-peak", patch(Some(10), Some(10), Some(20)))],
+        );
         let g = group_with(c, base.clone());
         let t = transition(&g, &ScheduleSettings::default(), ts(NOW)).expect("transition");
         assert_eq!(t.from, None);
@@ -610,8 +731,14 @@ mod tests {
         assert_eq!(triple(&t.new_options), (10, 10, 20));
         assert_eq!(t.old_options.desired_count, 2);
         assert_eq!(t.group.scheduled_scaling_base_options, Some(base));
-        assert_eq!(t.group.scheduled_scaling_active_period.as_deref(), Some("always-peak"));
-        assert!(transition(&t.group, &ScheduleSettings::default(), ts(NOW)).is_none(), "stable");
+        assert_eq!(
+            t.group.scheduled_scaling_active_period.as_deref(),
+            Some("always-peak")
+        );
+        assert!(
+            transition(&t.group, &ScheduleSettings::default(), ts(NOW)).is_none(),
+            "stable"
+        );
     }
 
     #[test]
@@ -620,7 +747,11 @@ mod tests {
         // T2: the exiting period set desired: the base comes back whole.
         let c = config(None, vec![period("gone", &[], (0, 0), (0, 0), 0.0)]);
         let mut g = group_with(c, opts(10, 10, 20));
-        if let Some(p) = g.scheduled_scaling.as_mut().and_then(|c| c.periods.first_mut()) {
+        if let Some(p) = g
+            .scheduled_scaling
+            .as_mut()
+            .and_then(|c| c.periods.first_mut())
+        {
             p.scaling_options = Some(patch(Some(10), Some(10), Some(20)));
         }
         g.scheduled_scaling_active_period = Some("gone".into());
@@ -630,7 +761,11 @@ mod tests {
         assert_eq!(t.group.scheduled_scaling_active_period, None);
         assert_eq!(t.group.scheduled_scaling_base_options, None);
         // T3: the exiting period set only min: live desired is kept, invariants applied.
-        if let Some(p) = g.scheduled_scaling.as_mut().and_then(|c| c.periods.first_mut()) {
+        if let Some(p) = g
+            .scheduled_scaling
+            .as_mut()
+            .and_then(|c| c.periods.first_mut())
+        {
             p.scaling_options = Some(patch(Some(10), None, None));
         }
         g.scaling_options = opts(10, 15, 20);
@@ -641,7 +776,10 @@ mod tests {
     #[test]
     fn t4_t5_switching_merges_onto_the_base() {
         let base = opts(1, 2, 5);
-        let c = config(None, vec![always("night", patch(Some(0), Some(1), Some(3)))]);
+        let c = config(
+            None,
+            vec![always("night", patch(Some(0), Some(1), Some(3)))],
+        );
         let mut g = group_with(c, opts(10, 10, 20));
         g.scheduled_scaling_active_period = Some("day".into());
         g.scheduled_scaling_base_options = Some(base.clone());
@@ -683,7 +821,10 @@ mod tests {
         let a = s.evaluation_instant("group-a", now);
         assert_eq!(a, s.evaluation_instant("group-a", now));
         assert!(now - a < 60_000 && now >= a);
-        assert_eq!(ScheduleSettings::default().evaluation_instant("group-a", now), now);
+        assert_eq!(
+            ScheduleSettings::default().evaluation_instant("group-a", now),
+            now
+        );
     }
 
     #[test]
@@ -693,21 +834,35 @@ mod tests {
             {"name": "ok", "dayOfWeek": [7], "startHour": 1, "endHour": 2, "scalingOptions": {"minDesired": -1}}
         ]});
         let e = parse_config(&body).expect_err("invalid");
-        let got: Vec<(String, String)> = e.fields.iter().map(|f| (f.path.clone(), f.msg.clone())).collect();
+        let got: Vec<(String, String)> = e
+            .fields
+            .iter()
+            .map(|f| (f.path.clone(), f.msg.clone()))
+            .collect();
         let want = [
             ("enabled", "enabled must be a boolean"),
             ("timezone", "timezone must be a string"),
             ("periods[0].name", "Period name must be a non-empty string"),
-            ("periods[0].dayOfWeek", "dayOfWeek must be a non-empty array"),
+            (
+                "periods[0].dayOfWeek",
+                "dayOfWeek must be a non-empty array",
+            ),
             ("periods[0].startHour", "startHour must be 0-23"),
             ("periods[0].startMinute", "startMinute must be 0-59"),
             ("periods[0].priority", "priority must be a number"),
             ("periods[1].dayOfWeek", "dayOfWeek values must be 0-6"),
-            ("periods[1].scalingOptions.minDesired", "Value must be positive"),
+            (
+                "periods[1].scalingOptions.minDesired",
+                "Value must be positive",
+            ),
         ];
         assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
-        let e = parse_config(&json!({"enabled": true, "timezone": "Mars/Olympus", "periods": []})).expect_err("tz");
-        assert_eq!(e.messages, vec!["Invalid timezone: Mars/Olympus".to_owned()]);
+        let e = parse_config(&json!({"enabled": true, "timezone": "Mars/Olympus", "periods": []}))
+            .expect_err("tz");
+        assert_eq!(
+            e.messages,
+            vec!["Invalid timezone: Mars/Olympus".to_owned()]
+        );
         let dup = json!({"enabled": true, "periods": [
             {"name": "a", "dayOfWeek": [1], "startHour": 1, "endHour": 2},
             {"name": "a", "dayOfWeek": [1], "startHour": 1, "endHour": 2, "scalingOptions": {"minDesired": 5, "maxDesired": 2}}]});

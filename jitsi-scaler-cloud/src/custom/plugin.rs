@@ -17,7 +17,9 @@ use serde::Deserialize;
 
 use super::protocol::{ErrorReply, InstancePage, LaunchCall, LaunchReply};
 use crate::env::{ConfigError, Env};
-use crate::http::{Api, ApiRequest, ApiResponse, HttpClient, HttpConfig, classify_status, retry_after, snippet};
+use crate::http::{
+    Api, ApiRequest, ApiResponse, HttpClient, HttpConfig, classify_status, retry_after, snippet,
+};
 use crate::secret::Secret;
 
 /// Pages followed at most, a guard against a plugin that never ends.
@@ -87,8 +89,10 @@ struct PluginApi {
 impl Api for PluginApi {
     fn authorize(&self, request: &mut reqwest::Request) -> Result<(), ProviderError> {
         if let Some(token) = &self.token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| ProviderError::Config("the plugin token is not a valid header value".into()))?;
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    ProviderError::Config("the plugin token is not a valid header value".into())
+                })?;
             value.set_sensitive(true);
             request.headers_mut().insert(AUTHORIZATION, value);
         }
@@ -99,7 +103,11 @@ impl Api for PluginApi {
         match serde_json::from_slice::<ErrorReply>(&response.body) {
             Ok(reply) => {
                 let mut error = ProviderError::from(reply.error);
-                if let ProviderError::Throttled { retry_after: wait @ None, .. } = &mut error {
+                if let ProviderError::Throttled {
+                    retry_after: wait @ None,
+                    ..
+                } = &mut error
+                {
                     *wait = retry_after(&response.headers);
                 }
                 error
@@ -179,7 +187,10 @@ impl PluginProvider {
         let call = ApiRequest::new(Method::POST, self.url("launch")?)
             .json(&body)?
             .idempotent(true);
-        self.http.send(&self.api, &call).await?.json("plugin launch")
+        self.http
+            .send(&self.api, &call)
+            .await?
+            .json("plugin launch")
     }
 }
 
@@ -256,14 +267,16 @@ impl CloudProvider for PluginProvider {
                 .send(&self.api, &ApiRequest::new(Method::GET, url))
                 .await?
                 .json("plugin instance list")?;
-            instances.extend(page.instances.into_iter().map(|i| CloudInstance {
-                created_at_ms: i
-                    .created_at
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .map(|t| t.as_millisecond()),
-                instance_id: i.instance_id,
-                display_name: i.display_name,
-                cloud_status: i.cloud_status,
+            instances.extend(page.instances.into_iter().map(|i| {
+                CloudInstance {
+                    created_at_ms: i
+                        .created_at
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .map(|t| t.as_millisecond()),
+                    instance_id: i.instance_id,
+                    display_name: i.display_name,
+                    cloud_status: i.cloud_status,
+                }
             }));
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(next) if token.as_deref() != Some(next.as_str()) => token = Some(next),
@@ -279,7 +292,10 @@ impl CloudProvider for PluginProvider {
         let url = self.instance_url(instance_id, group)?;
         let answer = self
             .http
-            .send(&self.api, &ApiRequest::new(Method::DELETE, url).accept(&[404]))
+            .send(
+                &self.api,
+                &ApiRequest::new(Method::DELETE, url).accept(&[404]),
+            )
             .await?;
         tracing::info!(provider = %self.name, group = %group.name, instance = instance_id,
             status = answer.status.as_u16(), "instance terminated");
@@ -327,7 +343,10 @@ mod tests {
         }))
         .expect("group");
         assert_eq!(
-            provider.instance_url("a/b c", &group).expect("url").as_str(),
+            provider
+                .instance_url("a/b c", &group)
+                .expect("url")
+                .as_str(),
             "http://127.0.0.1:9000/v1/instances/a%2Fb%20c?group=g1&region=r1"
         );
     }

@@ -93,7 +93,8 @@ pub(crate) async fn run(
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let work = async {
-        let (status, out, err) = tokio::join!(child.wait(), read_capped(stdout), read_capped(stderr));
+        let (status, out, err) =
+            tokio::join!(child.wait(), read_capped(stdout), read_capped(stderr));
         Ok::<_, std::io::Error>((status?, out?, err?))
     };
     match tokio::time::timeout(timeout, work).await {
@@ -155,7 +156,11 @@ mod tests {
         let big = vec![b'x'; MAX_LOGGED + 10];
         let shown = for_log(&big);
         assert!(shown.starts_with("xxx"));
-        assert!(shown.ends_with("(10 more bytes)"), "{}", &shown[shown.len() - 30..]);
+        assert!(
+            shown.ends_with("(10 more bytes)"),
+            "{}",
+            &shown[shown.len() - 30..]
+        );
         assert_eq!(for_log(b"ok\n"), "ok");
     }
 
@@ -176,9 +181,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_a_spawn_error() {
-        let err = run(Path::new("/nonexistent/script"), &[], &[], Duration::from_secs(1))
-            .await
-            .expect_err("missing");
+        let err = run(
+            Path::new("/nonexistent/script"),
+            &[],
+            &[],
+            Duration::from_secs(1),
+        )
+        .await
+        .expect_err("missing");
         assert!(matches!(err, RunError::Spawn { .. }), "{err}");
     }
 }

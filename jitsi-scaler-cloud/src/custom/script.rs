@@ -19,7 +19,7 @@
 //! 0 when the instance is terminated or already gone. Both are retried with back-off on
 //! transient failures; without them `list` returns nothing and `terminate` is unsupported.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,7 +159,10 @@ impl ScriptConfig {
         config.terminate_script = env.path("CUSTOM_TERMINATE_SCRIPT_FILE_PATH");
         if let Some(n) = env.parse::<usize>("CUSTOM_SCRIPT_MAX_CONCURRENCY")? {
             if n == 0 {
-                return Err(ConfigError::invalid("CUSTOM_SCRIPT_MAX_CONCURRENCY", "must be at least 1"));
+                return Err(ConfigError::invalid(
+                    "CUSTOM_SCRIPT_MAX_CONCURRENCY",
+                    "must be at least 1",
+                ));
             }
             config.max_concurrency = n;
         }
@@ -211,7 +214,7 @@ impl ScriptProvider {
     async fn run(
         &self,
         what: &str,
-        script: &PathBuf,
+        script: &Path,
         args: &[String],
         envs: &[(&str, &str)],
     ) -> Result<Finished, ProviderError> {
@@ -267,7 +270,7 @@ impl ScriptProvider {
     async fn run_retried(
         &self,
         what: &str,
-        script: &PathBuf,
+        script: &Path,
         args: &[String],
     ) -> Result<Finished, ProviderError> {
         self.retry_policy()
@@ -275,7 +278,10 @@ impl ScriptProvider {
                 match self.run(what, script, args, &[]).await {
                     Ok(f) => Attempt::Done(Ok(f)),
                     Err(e @ (ProviderError::Transient(_) | ProviderError::Throttled { .. })) => {
-                        Attempt::Retry { error: e, after: None }
+                        Attempt::Retry {
+                            error: e,
+                            after: None,
+                        }
                     }
                     Err(e) => Attempt::Done(Err(e)),
                 }
@@ -331,7 +337,10 @@ fn instance_id(stdout: &[u8]) -> Result<String, String> {
 fn created_at_ms(value: Option<&Value>) -> Option<i64> {
     match value? {
         Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()),
+        Value::String(s) => s
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond()),
         _ => None,
     }
 }
@@ -359,7 +368,10 @@ impl CloudProvider for ScriptProvider {
                     None,
                 ));
             }
-            if group.orphan_policy.is_some_and(|p| p.mode == OrphanMode::Terminate) {
+            if group
+                .orphan_policy
+                .is_some_and(|p| p.mode == OrphanMode::Terminate)
+            {
                 errors.push(FieldError::body(
                     "orphanPolicy.mode",
                     "Terminating orphans needs CUSTOM_TERMINATE_SCRIPT_FILE_PATH",
@@ -368,7 +380,9 @@ impl CloudProvider for ScriptProvider {
             }
         }
         if self.config.list_script.is_none()
-            && group.orphan_policy.is_some_and(|p| p.mode != OrphanMode::Off)
+            && group
+                .orphan_policy
+                .is_some_and(|p| p.mode != OrphanMode::Off)
         {
             errors.push(FieldError::body(
                 "orphanPolicy.mode",
@@ -380,9 +394,8 @@ impl CloudProvider for ScriptProvider {
     }
 
     async fn launch(&self, group: &Group, request: &LaunchRequest) -> LaunchOutcome {
-        let runs = (0..request.slots.len()).map(|slot| async move {
-            (slot, self.launch_one(group, request, slot).await)
-        });
+        let runs = (0..request.slots.len())
+            .map(|slot| async move { (slot, self.launch_one(group, request, slot).await) });
         let mut outcome = LaunchOutcome::default();
         for (slot, result) in futures::future::join_all(runs).await {
             match result {
@@ -449,7 +462,10 @@ mod tests {
 
     #[test]
     fn the_id_is_the_last_line_of_the_trimmed_output() {
-        assert_eq!(instance_id(b"booting\n1700000000\n\n"), Ok("1700000000".into()));
+        assert_eq!(
+            instance_id(b"booting\n1700000000\n\n"),
+            Ok("1700000000".into())
+        );
         assert_eq!(instance_id(b"  i-abc  "), Ok("i-abc".into()));
         assert_eq!(instance_id(b"a\r\nb\r\n"), Ok("b".into()));
         assert!(instance_id(b"").is_err());
@@ -462,7 +478,10 @@ mod tests {
     #[test]
     fn argument_styles() {
         let pairs = [("--type", "jibri"), ("--name", "g-abc12")];
-        assert_eq!(ArgsStyle::Joined.args(&pairs), ["--type jibri", "--name g-abc12"]);
+        assert_eq!(
+            ArgsStyle::Joined.args(&pairs),
+            ["--type jibri", "--name g-abc12"]
+        );
         assert_eq!(
             ArgsStyle::Split.args(&pairs),
             ["--type", "jibri", "--name", "g-abc12"]

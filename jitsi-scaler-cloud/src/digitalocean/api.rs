@@ -122,7 +122,11 @@ impl DigitalOceanApi {
     }
 
     fn observe(&self, response: &ApiResponse) {
-        let number = |name: &str| response.header(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let number = |name: &str| {
+            response
+                .header(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
         if let (Some(limit), Some(remaining), Some(reset_epoch)) = (
             number("ratelimit-limit"),
             number("ratelimit-remaining"),
@@ -139,13 +143,18 @@ impl DigitalOceanApi {
 
 fn until_epoch(epoch_secs: u64) -> Duration {
     let at = UNIX_EPOCH + Duration::from_secs(epoch_secs);
-    at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+    at.duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
 }
 
 impl Api for DigitalOceanApi {
     fn authorize(&self, request: &mut reqwest::Request) -> Result<(), ProviderError> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
-            .map_err(|_| ProviderError::Config("the DigitalOcean API token is not a valid header value".into()))?;
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.token.expose())).map_err(|_| {
+                ProviderError::Config(
+                    "the DigitalOcean API token is not a valid header value".into(),
+                )
+            })?;
         value.set_sensitive(true);
         request.headers_mut().insert(AUTHORIZATION, value);
         Ok(())
@@ -212,17 +221,28 @@ mod tests {
     #[test]
     fn rate_limit_answers_wait_until_the_reset() {
         let api = DigitalOceanApi::new(Secret::new("t"));
-        let reset = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_secs() + 40;
+        let reset = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("time")
+            .as_secs()
+            + 40;
         let error = api.classify(&answer(
             429,
             &[("ratelimit-reset", reset.to_string())],
             r#"{"id":"too_many_requests","message":"API rate limit exceeded."}"#,
         ));
-        let ProviderError::Throttled { retry_after, message } = error else {
+        let ProviderError::Throttled {
+            retry_after,
+            message,
+        } = error
+        else {
             panic!("expected throttled, got {error:?}");
         };
         let wait = retry_after.expect("wait");
-        assert!(wait > Duration::from_secs(30) && wait <= Duration::from_secs(40), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(30) && wait <= Duration::from_secs(40),
+            "{wait:?}"
+        );
         assert!(message.contains("API rate limit exceeded."), "{message}");
     }
 
@@ -242,14 +262,21 @@ mod tests {
             r#"{"id":"unprocessable_entity","message":"creating this/these droplet(s) will exceed your droplet limit"}"#,
         ));
         assert_eq!(error.class(), "capacity");
-        assert_eq!(api.classify(&answer(502, &[], "<html>")).class(), "transient");
+        assert_eq!(
+            api.classify(&answer(502, &[], "<html>")).class(),
+            "transient"
+        );
     }
 
     #[test]
     fn a_nearly_spent_quota_defers_listings_until_the_reset() {
         let api = DigitalOceanApi::new(Secret::new("t"));
         assert_eq!(api.quota_low(), None);
-        let reset = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_secs() + 600;
+        let reset = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("time")
+            .as_secs()
+            + 600;
         api.observe(&answer(
             200,
             &[
@@ -269,7 +296,10 @@ mod tests {
             ],
             "{}",
         ));
-        assert!(api.quota_low().is_some_and(|w| w > Duration::from_secs(500)));
+        assert!(
+            api.quota_low()
+                .is_some_and(|w| w > Duration::from_secs(500))
+        );
     }
 
     #[test]

@@ -47,11 +47,11 @@ impl DigitalOceanConfig {
         let env = Env::new(&lookup);
         Ok(Self {
             api_token: Secret::new(env.required("DIGITALOCEAN_API_TOKEN")?),
-            configuration_file_path: env.path("DIGITALOCEAN_CONFIGURATION_FILE_PATH").ok_or_else(
-                || ConfigError::Missing {
+            configuration_file_path: env
+                .path("DIGITALOCEAN_CONFIGURATION_FILE_PATH")
+                .ok_or_else(|| ConfigError::Missing {
                     variable: "DIGITALOCEAN_CONFIGURATION_FILE_PATH".into(),
-                },
-            )?,
+                })?,
             base_url: env
                 .get("DIGITALOCEAN_API_BASE_URL")
                 .unwrap_or_else(default_base_url),

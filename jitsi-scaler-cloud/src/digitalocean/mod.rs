@@ -91,7 +91,10 @@ impl DigitalOceanProvider {
                 .append_pair("tag_name", tag)
                 .append_pair("per_page", &PER_PAGE.to_string())
                 .append_pair("page", &page.to_string());
-            let answer = self.http.send(&self.api, &ApiRequest::new(Method::GET, url)).await?;
+            let answer = self
+                .http
+                .send(&self.api, &ApiRequest::new(Method::GET, url))
+                .await?;
             let body: DropletPage = answer.json("droplet list")?;
             let received = body.droplets.len();
             droplets.extend(body.droplets);
@@ -101,7 +104,15 @@ impl DigitalOceanProvider {
                 .and_then(|l| l.pages)
                 .and_then(|p| p.next)
                 .and_then(|next| next_page(&next));
-            tracing::debug!(provider = PROVIDER_NAME, tag, page, received, ?total, ?next, "droplet page");
+            tracing::debug!(
+                provider = PROVIDER_NAME,
+                tag,
+                page,
+                received,
+                ?total,
+                ?next,
+                "droplet page"
+            );
             match next {
                 _ if received == 0 => break,
                 _ if total.is_some_and(|t| droplets.len() as u64 >= t) => break,
@@ -193,7 +204,10 @@ fn record(
 ) -> Vec<usize> {
     let mut by_name: HashMap<&str, Vec<u64>> = HashMap::new();
     for droplet in droplets {
-        by_name.entry(droplet.name.as_str()).or_default().push(droplet.id);
+        by_name
+            .entry(droplet.name.as_str())
+            .or_default()
+            .push(droplet.id);
     }
     let mut still = Vec::new();
     for &slot in pending {
@@ -412,7 +426,10 @@ impl CloudProvider for DigitalOceanProvider {
         let url = self.url(&format!("/v2/droplets/{id}"))?;
         let answer = self
             .http
-            .send(&self.api, &ApiRequest::new(Method::GET, url.clone()).accept(&[404]))
+            .send(
+                &self.api,
+                &ApiRequest::new(Method::GET, url.clone()).accept(&[404]),
+            )
             .await?;
         if answer.status.as_u16() == 404 {
             tracing::info!(provider = PROVIDER_NAME, group = %group.name, droplet = id, "already gone");
@@ -426,7 +443,10 @@ impl CloudProvider for DigitalOceanProvider {
             )));
         }
         self.http
-            .send(&self.api, &ApiRequest::new(Method::DELETE, url).accept(&[404]))
+            .send(
+                &self.api,
+                &ApiRequest::new(Method::DELETE, url).accept(&[404]),
+            )
             .await?;
         tracing::info!(provider = PROVIDER_NAME, group = %group.name, droplet = id, "droplet deleted");
         Ok(())

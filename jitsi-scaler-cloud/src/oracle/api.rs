@@ -28,7 +28,10 @@ pub(crate) struct Instance {
 
 impl Instance {
     pub fn group(&self) -> Option<&str> {
-        self.freeform_tags.as_ref()?.get("group").map(String::as_str)
+        self.freeform_tags
+            .as_ref()?
+            .get("group")
+            .map(String::as_str)
     }
 
     /// TERMINATED or TERMINATING.
@@ -162,7 +165,10 @@ mod tests {
         );
         assert_eq!(
             api()
-                .classify(&answer(404, r#"{"code":"NotAuthorizedOrNotFound","message":"x"}"#))
+                .classify(&answer(
+                    404,
+                    r#"{"code":"NotAuthorizedOrNotFound","message":"x"}"#
+                ))
                 .class(),
             "not_found"
         );

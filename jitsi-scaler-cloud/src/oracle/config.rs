@@ -31,7 +31,11 @@ pub struct OracleConfig {
     #[serde(default)]
     pub endpoints: OracleEndpoints,
     /// How long availability and fault domain lists are reused (default 1 h).
-    #[serde(default = "default_domain_cache_ttl", rename = "domainCacheTtlMs", with = "duration_ms")]
+    #[serde(
+        default = "default_domain_cache_ttl",
+        rename = "domainCacheTtlMs",
+        with = "duration_ms"
+    )]
     pub domain_cache_ttl: Duration,
     /// Launch calls of one launch run at the same time (default 4).
     #[serde(default = "default_launch_concurrency")]
@@ -200,7 +204,8 @@ impl OciProfile {
                 .filter(|v| !v.is_empty())
                 .cloned()
         };
-        let required = |key: &str| get(key).ok_or_else(|| format!("profile [{profile}] has no {key}"));
+        let required =
+            |key: &str| get(key).ok_or_else(|| format!("profile [{profile}] has no {key}"));
         Ok(Self {
             user: required("user")?,
             fingerprint: required("fingerprint")?,
@@ -265,7 +270,10 @@ pass_phrase = hunter2
         assert_eq!(profile.user, "ocid1.user.oc1..aaa");
         assert_eq!(profile.tenancy, "ocid1.tenancy.oc1..ttt");
         assert_eq!(profile.region, "eu-frankfurt-1");
-        assert_eq!(profile.key_id(), "ocid1.tenancy.oc1..ttt/ocid1.user.oc1..aaa/20:3b:97:13");
+        assert_eq!(
+            profile.key_id(),
+            "ocid1.tenancy.oc1..ttt/ocid1.user.oc1..aaa/20:3b:97:13"
+        );
         assert!(!profile.key_file.to_string_lossy().starts_with('~'));
         assert_eq!(profile.pass_phrase, None);
     }
@@ -275,13 +283,19 @@ pass_phrase = hunter2
         let profile = OciProfile::parse(FILE, "ADMIN").expect("profile");
         assert_eq!(profile.user, "ocid1.user.oc1..admin");
         assert_eq!(profile.region, "eu-frankfurt-1");
-        assert_eq!(profile.pass_phrase.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(
+            profile.pass_phrase.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
         assert!(!format!("{profile:?}").contains("hunter2"));
     }
 
     #[test]
     fn missing_profiles_and_keys_are_named() {
-        assert_eq!(OciProfile::parse(FILE, "NOPE"), Err("no profile [NOPE]".into()));
+        assert_eq!(
+            OciProfile::parse(FILE, "NOPE"),
+            Err("no profile [NOPE]".into())
+        );
         let err = OciProfile::parse("[DEFAULT]\nuser=u\n", "DEFAULT").expect_err("incomplete");
         assert!(err.contains("fingerprint"), "{err}");
         assert!(OciProfile::parse("user=u\n", "DEFAULT").is_err());
@@ -295,7 +309,10 @@ pass_phrase = hunter2
             _ => None,
         })
         .expect("config");
-        assert_eq!(config.configuration_file_path, PathBuf::from("/etc/oci/config"));
+        assert_eq!(
+            config.configuration_file_path,
+            PathBuf::from("/etc/oci/config")
+        );
         assert_eq!(config.profile, "PROD");
         assert_eq!(
             config.endpoints.compute("us-phoenix-1"),

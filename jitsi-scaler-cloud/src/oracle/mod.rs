@@ -30,8 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 pub use config::{
-    DEFAULT_CONFIG_FILE, DEFAULT_DOMAIN, DEFAULT_PROFILE, OciProfile, OracleConfig,
-    OracleEndpoints,
+    DEFAULT_CONFIG_FILE, DEFAULT_DOMAIN, DEFAULT_PROFILE, OciProfile, OracleConfig, OracleEndpoints,
 };
 
 use crate::env::ConfigError;
@@ -115,13 +114,18 @@ impl OracleProvider {
         if valid_region(region) {
             Ok(region)
         } else {
-            Err(ProviderError::Config(format!("{region:?} is not an OCI region")))
+            Err(ProviderError::Config(format!(
+                "{region:?} is not an OCI region"
+            )))
         }
     }
 
     fn compartment<'a>(&self, group: &'a Group) -> Result<&'a str, ProviderError> {
         if group.compartment_id.is_empty() {
-            Err(ProviderError::Config(format!("group {:?} has no compartmentId", group.name)))
+            Err(ProviderError::Config(format!(
+                "group {:?} has no compartmentId",
+                group.name
+            )))
         } else {
             Ok(&group.compartment_id)
         }
@@ -151,7 +155,11 @@ impl OracleProvider {
         }
         let identity = self.endpoints.identity(region);
         let tenancy = self.profile.tenancy.as_str();
-        let url = self.url(identity.clone(), "/availabilityDomains", &[("compartmentId", tenancy)])?;
+        let url = self.url(
+            identity.clone(),
+            "/availabilityDomains",
+            &[("compartmentId", tenancy)],
+        )?;
         let ads: Vec<Domain> = self
             .http
             .send(&self.api, &ApiRequest::new(Method::GET, url))
@@ -174,8 +182,13 @@ impl OracleProvider {
             domains.push((ad.name, fds));
         }
         domains.sort_by(|a, b| a.0.cmp(&b.0));
-        tracing::info!(provider = PROVIDER_NAME, region, ads = domains.len(),
-            pairs = domains.iter().map(|d| d.1.len().max(1)).sum::<usize>(), "availability and fault domains");
+        tracing::info!(
+            provider = PROVIDER_NAME,
+            region,
+            ads = domains.len(),
+            pairs = domains.iter().map(|d| d.1.len().max(1)).sum::<usize>(),
+            "availability and fault domains"
+        );
         let domains = Arc::new(domains);
         self.domains
             .lock()
@@ -198,7 +211,10 @@ impl OracleProvider {
                 query.push(("page", page.as_str()));
             }
             let url = self.url(base.clone(), "/instances", &query)?;
-            let answer = self.http.send(&self.api, &ApiRequest::new(Method::GET, url)).await?;
+            let answer = self
+                .http
+                .send(&self.api, &ApiRequest::new(Method::GET, url))
+                .await?;
             let instances: Vec<Instance> = answer.json("instance list")?;
             let next = answer
                 .header("opc-next-page")
@@ -238,7 +254,9 @@ impl OracleProvider {
                     "no capacity in any of {} untried availability/fault domain pairs ({} tried){}",
                     total - tried.len(),
                     tried.len(),
-                    last_capacity.map(|e: ProviderError| format!("; last: {e}")).unwrap_or_default()
+                    last_capacity
+                        .map(|e: ProviderError| format!("; last: {e}"))
+                        .unwrap_or_default()
                 )));
             };
             tried.push(pair);
@@ -289,7 +307,10 @@ impl OracleProvider {
         };
         let request = ApiRequest::new(Method::POST, url)
             .json(&body)?
-            .header("opc-retry-token", &retry_token(&slot.idempotency_key, placement))?
+            .header(
+                "opc-retry-token",
+                &retry_token(&slot.idempotency_key, placement),
+            )?
             .idempotent(true);
         let instance: Instance = self
             .http
@@ -302,8 +323,16 @@ impl OracleProvider {
         Ok(instance.id)
     }
 
-    async fn get_instance(&self, group: &Group, id: &str) -> Result<Option<Instance>, ProviderError> {
-        let url = self.url(self.endpoints.compute(self.region(group)?), &format!("/instances/{id}"), &[])?;
+    async fn get_instance(
+        &self,
+        group: &Group,
+        id: &str,
+    ) -> Result<Option<Instance>, ProviderError> {
+        let url = self.url(
+            self.endpoints.compute(self.region(group)?),
+            &format!("/instances/{id}"),
+            &[],
+        )?;
         let answer = self
             .http
             .send(&self.api, &ApiRequest::new(Method::GET, url).accept(&[404]))
@@ -346,7 +375,9 @@ fn ocid<'a>(value: &'a str, what: &str) -> Result<&'a str, ProviderError> {
     if ok {
         Ok(value)
     } else {
-        Err(ProviderError::Config(format!("{what} {value:?} is not an OCID")))
+        Err(ProviderError::Config(format!(
+            "{what} {value:?} is not an OCID"
+        )))
     }
 }
 
@@ -513,7 +544,10 @@ impl CloudProvider for OracleProvider {
         )?;
         let answer = self
             .http
-            .send(&self.api, &ApiRequest::new(Method::DELETE, url).accept(&[404, 409]))
+            .send(
+                &self.api,
+                &ApiRequest::new(Method::DELETE, url).accept(&[404, 409]),
+            )
             .await?;
         if answer.status.as_u16() == 409 {
             // Success only when the conflict is that the instance is already ending.

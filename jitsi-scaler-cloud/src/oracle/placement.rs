@@ -125,8 +125,14 @@ mod tests {
 
     fn domains() -> Domains {
         vec![
-            ("AD-1".into(), vec!["FD-1".into(), "FD-2".into(), "FD-3".into()]),
-            ("AD-2".into(), vec!["FD-1".into(), "FD-2".into(), "FD-3".into()]),
+            (
+                "AD-1".into(),
+                vec!["FD-1".into(), "FD-2".into(), "FD-3".into()],
+            ),
+            (
+                "AD-2".into(),
+                vec!["FD-1".into(), "FD-2".into(), "FD-3".into()],
+            ),
         ]
     }
 
@@ -146,13 +152,24 @@ mod tests {
             .collect();
         assert_eq!(
             chosen,
-            ["AD-1/FD-1", "AD-2/FD-1", "AD-1/FD-2", "AD-2/FD-2", "AD-1/FD-3", "AD-2/FD-3"]
+            [
+                "AD-1/FD-1",
+                "AD-2/FD-1",
+                "AD-1/FD-2",
+                "AD-2/FD-2",
+                "AD-1/FD-3",
+                "AD-2/FD-3"
+            ]
         );
     }
 
     #[test]
     fn existing_instances_steer_new_ones_to_the_emptier_places() {
-        let existing = [("AD-1", Some("FD-1")), ("AD-1", Some("FD-2")), ("AD-2", Some("FD-1"))];
+        let existing = [
+            ("AD-1", Some("FD-1")),
+            ("AD-1", Some("FD-2")),
+            ("AD-2", Some("FD-1")),
+        ];
         let mut planner = Planner::new(&domains(), existing, 0);
         let first = planner.take(&[]).expect("pair");
         assert_eq!(name(&planner, first), "AD-2/FD-2");

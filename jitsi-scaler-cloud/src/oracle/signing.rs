@@ -100,7 +100,13 @@ impl RequestSigner {
 
     /// Signs a request to `url` sent at `date` (an IMF-fixdate). `body` is `Some` for methods
     /// that carry one (POST, PUT, PATCH; `Some(b"")` when empty).
-    pub fn sign(&self, method: &Method, url: &Url, body: Option<&[u8]>, date: &str) -> SignedRequest {
+    pub fn sign(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        date: &str,
+    ) -> SignedRequest {
         let mut headers: Vec<(&'static str, String)> = vec![("date", date.to_owned())];
         let with_body = has_body(method);
         if with_body {
@@ -109,7 +115,11 @@ impl RequestSigner {
             headers.push(("content-type", "application/json".to_owned()));
             headers.push(("x-content-sha256", BASE64.encode(Sha256::digest(body))));
         }
-        let names = if with_body { BODY_HEADERS } else { BASIC_HEADERS };
+        let names = if with_body {
+            BODY_HEADERS
+        } else {
+            BASIC_HEADERS
+        };
         let lines: Vec<String> = names
             .iter()
             .map(|name| {
@@ -239,14 +249,16 @@ mod tests {
 
     #[test]
     fn targets_and_hosts_are_as_sent() {
-        let url = Url::parse("http://127.0.0.1:8080/20160918/instances?compartmentId=a%3Ab&limit=100")
-            .expect("url");
+        let url =
+            Url::parse("http://127.0.0.1:8080/20160918/instances?compartmentId=a%3Ab&limit=100")
+                .expect("url");
         assert_eq!(
             request_target(&Method::GET, &url),
             "get /20160918/instances?compartmentId=a%3Ab&limit=100"
         );
         assert_eq!(host(&url), "127.0.0.1:8080");
-        let url = Url::parse("https://iaas.us-phoenix-1.oraclecloud.com:443/20160918/x").expect("url");
+        let url =
+            Url::parse("https://iaas.us-phoenix-1.oraclecloud.com:443/20160918/x").expect("url");
         assert_eq!(host(&url), "iaas.us-phoenix-1.oraclecloud.com");
         assert_eq!(request_target(&Method::DELETE, &url), "delete /20160918/x");
     }
@@ -258,7 +270,8 @@ mod tests {
         let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----";
         let err = RequestSigner::from_pem("k", legacy, None).expect_err("legacy");
         assert!(err.to_string().contains("openssl pkcs8"), "{err}");
-        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----";
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----";
         assert_eq!(
             RequestSigner::from_pem("k", encrypted, None).expect_err("no pass"),
             KeyError::PassPhraseMissing

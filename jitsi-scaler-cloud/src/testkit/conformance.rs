@@ -67,7 +67,10 @@ async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T
 pub async fn launch_list_terminate(fixture: &dyn Fixture) {
     let provider = fixture.provider();
     let caps = provider.capabilities();
-    assert!(caps.list && caps.terminate, "the suite needs list and terminate: {caps:?}");
+    assert!(
+        caps.list && caps.terminate,
+        "the suite needs list and terminate: {caps:?}"
+    );
     let a = fixture.group("conf-a");
     let b = fixture.group("conf-b");
 
@@ -79,31 +82,53 @@ pub async fn launch_list_terminate(fixture: &dyn Fixture) {
     assert_eq!(slots, HashSet::from([0, 1, 2]), "each slot once");
     for launched in &outcome.launched {
         assert!(!launched.instance_id.is_empty());
-        assert_eq!(launched.display_name, request.slots[launched.slot].display_name);
+        assert_eq!(
+            launched.display_name,
+            request.slots[launched.slot].display_name
+        );
     }
-    let ids_a: HashSet<String> = outcome.launched.iter().map(|l| l.instance_id.clone()).collect();
+    let ids_a: HashSet<String> = outcome
+        .launched
+        .iter()
+        .map(|l| l.instance_id.clone())
+        .collect();
     assert_eq!(ids_a.len(), 3, "distinct ids");
 
-    let outcome_b = bounded("launch", provider.launch(&b, &launch_request(&b.name, 1, 0))).await;
+    let outcome_b = bounded(
+        "launch",
+        provider.launch(&b, &launch_request(&b.name, 1, 0)),
+    )
+    .await;
     assert_eq!(outcome_b.error, None, "launch in the other group failed");
     assert_eq!(outcome_b.launched.len(), 1);
     let id_b = outcome_b.launched[0].instance_id.clone();
 
-    let listed_a = bounded("list", provider.list(&a)).await.expect("list group a");
+    let listed_a = bounded("list", provider.list(&a))
+        .await
+        .expect("list group a");
     for id in &ids_a {
         let found = listed_a
             .iter()
             .find(|i| &i.instance_id == id)
             .unwrap_or_else(|| panic!("launched instance {id} is not listed: {listed_a:?}"));
-        assert!(found.is_running(), "a new instance is running or provisioning: {found:?}");
-        let slot = outcome.launched.iter().find(|l| &l.instance_id == id).expect("launched");
+        assert!(
+            found.is_running(),
+            "a new instance is running or provisioning: {found:?}"
+        );
+        let slot = outcome
+            .launched
+            .iter()
+            .find(|l| &l.instance_id == id)
+            .expect("launched");
         assert_eq!(found.display_name, slot.display_name);
     }
     assert!(
         listed_a.iter().all(|i| i.instance_id != id_b),
         "an instance of another group is listed: {listed_a:?}"
     );
-    let listed_b = bounded("list", provider.list(&b)).await.expect("list group b");
+    let listed_b = bounded("list", provider.list(&b))
+        .await
+        .expect("list group b");
     assert!(listed_b.iter().any(|i| i.instance_id == id_b));
     assert!(listed_b.iter().all(|i| !ids_a.contains(&i.instance_id)));
 
@@ -112,7 +137,9 @@ pub async fn launch_list_terminate(fixture: &dyn Fixture) {
             .await
             .unwrap_or_else(|e| panic!("terminate {id}: {e}"));
     }
-    let after = bounded("list", provider.list(&a)).await.expect("list after terminate");
+    let after = bounded("list", provider.list(&a))
+        .await
+        .expect("list after terminate");
     for id in &ids_a {
         if let Some(i) = after.iter().find(|i| &i.instance_id == id) {
             assert!(!i.is_running(), "a terminated instance still runs: {i:?}");
@@ -127,12 +154,18 @@ pub async fn launch_list_terminate(fixture: &dyn Fixture) {
     bounded("terminate", provider.terminate(&a, &absent))
         .await
         .unwrap_or_else(|e| panic!("terminating an absent instance must succeed: {e}"));
-    let listed_b = bounded("list", provider.list(&b)).await.expect("list group b");
+    let listed_b = bounded("list", provider.list(&b))
+        .await
+        .expect("list group b");
     assert!(
-        listed_b.iter().any(|i| i.instance_id == id_b && i.is_running()),
+        listed_b
+            .iter()
+            .any(|i| i.instance_id == id_b && i.is_running()),
         "terminating group a touched group b"
     );
-    bounded("terminate", provider.terminate(&b, &id_b)).await.expect("terminate b");
+    bounded("terminate", provider.terminate(&b, &id_b))
+        .await
+        .expect("terminate b");
 }
 
 /// Step 5.
@@ -146,11 +179,18 @@ pub async fn throttling(fixture: &dyn Fixture) {
     let after = fixture.calls().await;
     fixture.set_fault(Fault::None).await;
     assert!(listed.is_ok(), "a single rate limit is retried: {listed:?}");
-    assert!(after >= before + 2, "the throttled call was repeated ({before} → {after})");
+    assert!(
+        after >= before + 2,
+        "the throttled call was repeated ({before} → {after})"
+    );
 
     fixture.set_fault(Fault::ThrottleAlways).await;
     let listed = bounded("list", provider.list(&a)).await;
-    let outcome = bounded("launch", provider.launch(&a, &launch_request(&a.name, 2, 0))).await;
+    let outcome = bounded(
+        "launch",
+        provider.launch(&a, &launch_request(&a.name, 2, 0)),
+    )
+    .await;
     fixture.set_fault(Fault::None).await;
     assert!(
         matches!(listed, Err(ProviderError::Throttled { .. })),
@@ -170,11 +210,18 @@ pub async fn server_error_storm(fixture: &dyn Fixture) {
     let a = fixture.group("conf-a");
     fixture.set_fault(Fault::ServerErrors).await;
     let listed = bounded("list", provider.list(&a)).await;
-    let outcome = bounded("launch", provider.launch(&a, &launch_request(&a.name, 1, 0))).await;
+    let outcome = bounded(
+        "launch",
+        provider.launch(&a, &launch_request(&a.name, 1, 0)),
+    )
+    .await;
     let absent = fixture.absent_instance_id();
     let terminated = bounded("terminate", provider.terminate(&a, &absent)).await;
     fixture.set_fault(Fault::None).await;
-    assert!(matches!(listed, Err(ProviderError::Transient(_))), "{listed:?}");
+    assert!(
+        matches!(listed, Err(ProviderError::Transient(_))),
+        "{listed:?}"
+    );
     assert!(outcome.launched.is_empty());
     assert!(
         matches!(outcome.error, Some(ProviderError::Transient(_))),

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::server::TestServer;
 use super::Fault;
+use super::server::TestServer;
 
 /// A droplet the fake holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,7 +114,13 @@ impl FakeDigitalOcean {
 
     /// The droplets that exist.
     pub fn droplets(&self) -> Vec<FakeDroplet> {
-        self.state.lock().unwrap().droplets.values().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .droplets
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Adds a droplet directly; returns its id.
@@ -164,7 +170,10 @@ fn answer(status: StatusCode, body: Option<Value>, reset_in: u64) -> Response {
         "ratelimit-reset",
         (now_epoch() + reset_in).to_string().parse().unwrap(),
     );
-    headers.insert("content-type", "application/json; charset=utf-8".parse().unwrap());
+    headers.insert(
+        "content-type",
+        "application/json; charset=utf-8".parse().unwrap(),
+    );
     response
 }
 
@@ -209,7 +218,8 @@ fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 255
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
@@ -244,7 +254,11 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
         body: json_body.clone(),
     });
     if !authorized(&parts.headers, &state.token) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "Unable to authenticate you");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unable to authenticate you",
+        );
     }
     match state.fault {
         Fault::None => {}
@@ -285,17 +299,41 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
             // Delete by tag: never used by the provider; answered so a test can see it in the log.
             answer(StatusCode::NO_CONTENT, None, 60)
         }
-        (&Method::GET, ["v2", "droplets", id]) => match id.parse::<u64>().ok().and_then(|id| state.droplets.get(&id)) {
-            Some(d) => answer(StatusCode::OK, Some(json!({"droplet": droplet_json(d), "links": {}})), 60),
-            None => error(StatusCode::NOT_FOUND, "not_found", "The resource you were accessing could not be found."),
+        (&Method::GET, ["v2", "droplets", id]) => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| state.droplets.get(&id))
+        {
+            Some(d) => answer(
+                StatusCode::OK,
+                Some(json!({"droplet": droplet_json(d), "links": {}})),
+                60,
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "The resource you were accessing could not be found.",
+            ),
         },
         (&Method::DELETE, ["v2", "droplets", id]) => {
-            match id.parse::<u64>().ok().and_then(|id| state.droplets.remove(&id)) {
+            match id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| state.droplets.remove(&id))
+            {
                 Some(_) => answer(StatusCode::NO_CONTENT, None, 60),
-                None => error(StatusCode::NOT_FOUND, "not_found", "The resource you were accessing could not be found."),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "The resource you were accessing could not be found.",
+                ),
             }
         }
-        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint in the fake"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint in the fake",
+        ),
     }
 }
 
@@ -319,7 +357,11 @@ fn list(state: &State, query: &str, host: &str) -> Response {
             );
         }
     };
-    let page: usize = params.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let tag = params.get("tag_name");
     let matching: Vec<&FakeDroplet> = state
         .droplets
@@ -364,16 +406,21 @@ fn list(state: &State, query: &str, host: &str) -> Response {
 }
 
 fn create(state: &mut State, body: Option<Value>) -> Response {
-    let unprocessable = |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", m);
+    let unprocessable =
+        |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", m);
     let Some(Value::Object(body)) = body else {
         return unprocessable("the body must be a JSON object");
     };
-    let (Some(size), Some(_image)) = (body.get("size").and_then(Value::as_str), body.get("image")) else {
+    let (Some(size), Some(_image)) = (body.get("size").and_then(Value::as_str), body.get("image"))
+    else {
         return unprocessable("size and image are required");
     };
     let names: Vec<String> = match (body.get("name"), body.get("names")) {
         (Some(Value::String(n)), None) => vec![n.clone()],
-        (None, Some(Value::Array(names))) => names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect(),
+        (None, Some(Value::Array(names))) => names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect(),
         _ => return unprocessable("exactly one of name and names is required"),
     };
     if names.is_empty() || names.len() > 10 {
@@ -385,12 +432,20 @@ fn create(state: &mut State, body: Option<Value>) -> Response {
     let tags: Vec<String> = body
         .get("tags")
         .and_then(Value::as_array)
-        .map(|t| t.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(bad) = tags.iter().find(|t| !valid_tag(t)) {
         return unprocessable(&format!("{bad} is not a valid tag"));
     }
-    let region = body.get("region").and_then(Value::as_str).unwrap_or("nyc3").to_owned();
+    let region = body
+        .get("region")
+        .and_then(Value::as_str)
+        .unwrap_or("nyc3")
+        .to_owned();
     let mut created = Vec::new();
     for name in &names {
         let id = state.next_id;
@@ -409,7 +464,11 @@ fn create(state: &mut State, body: Option<Value>) -> Response {
     }
     if state.lose_create_answers > 0 {
         state.lose_create_answers -= 1;
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Unexpected server-side error");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "Unexpected server-side error",
+        );
     }
     let actions: Vec<Value> = created
         .iter()

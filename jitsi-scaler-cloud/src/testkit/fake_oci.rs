@@ -19,9 +19,9 @@ use rsa::signature::Verifier;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::Fault;
 use super::fake_digitalocean::query_map;
 use super::server::TestServer;
-use super::Fault;
 use crate::oracle::signing::{BASIC_HEADERS, BODY_HEADERS, has_body};
 
 /// The compartment the fake launches into.
@@ -163,7 +163,11 @@ impl FakeOci {
 
     /// Launches at `(ad, fd)` answer "Out of host capacity".
     pub fn set_full(&self, ad: &str, fd: &str) {
-        self.state.lock().unwrap().full.insert((ad.to_owned(), fd.to_owned()));
+        self.state
+            .lock()
+            .unwrap()
+            .full
+            .insert((ad.to_owned(), fd.to_owned()));
     }
 
     /// Instances per listed page at most.
@@ -186,7 +190,14 @@ impl FakeOci {
     }
 
     /// Adds an instance directly; returns its id.
-    pub fn insert(&self, display_name: &str, group: Option<&str>, state: &str, ad: &str, fd: &str) -> String {
+    pub fn insert(
+        &self,
+        display_name: &str,
+        group: Option<&str>,
+        state: &str,
+        ad: &str,
+        fd: &str,
+    ) -> String {
         let mut s = self.state.lock().unwrap();
         let id = format!("ocid1.instance.oc1.test.fake{}", s.next);
         s.next += 1;
@@ -206,7 +217,11 @@ impl FakeOci {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut response = (status, axum::Json(json!({"code": code, "message": message}))).into_response();
+    let mut response = (
+        status,
+        axum::Json(json!({"code": code, "message": message})),
+    )
+        .into_response();
     response
         .headers_mut()
         .insert("opc-request-id", "FAKE/REQUEST/1".parse().unwrap());
@@ -231,7 +246,13 @@ fn instance_json(i: &FakeInstance) -> Value {
 }
 
 /// Checks a request's signature as OCI does; the reason when it is not acceptable.
-fn verify(state: &State, method: &Method, target: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+fn verify(
+    state: &State,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let authorization = header("authorization").ok_or("no Authorization header")?;
     let params = authorization
@@ -239,7 +260,9 @@ fn verify(state: &State, method: &Method, target: &str, headers: &HeaderMap, bod
         .ok_or("not a Signature authorization")?;
     let mut fields = HashMap::new();
     for part in params.split(',') {
-        let (k, v) = part.split_once('=').ok_or("malformed signature parameters")?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or("malformed signature parameters")?;
         fields.insert(k.trim(), v.trim().trim_matches('"'));
     }
     if fields.get("version") != Some(&"1") || fields.get("algorithm") != Some(&"rsa-sha256") {
@@ -279,7 +302,10 @@ fn verify(state: &State, method: &Method, target: &str, headers: &HeaderMap, bod
     let lines: Vec<String> = expected
         .iter()
         .map(|name| match *name {
-            "(request-target)" => Ok(format!("(request-target): {} {target}", method.as_str().to_ascii_lowercase())),
+            "(request-target)" => Ok(format!(
+                "(request-target): {} {target}",
+                method.as_str().to_ascii_lowercase()
+            )),
             other => header(other)
                 .map(|v| format!("{other}: {v}"))
                 .ok_or_else(|| format!("signed header {other} missing")),
@@ -313,17 +339,30 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
         Fault::None => {}
         Fault::ThrottleOnce => {
             state.fault = Fault::None;
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests");
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests",
+            );
             r.headers_mut().insert("retry-after", "0".parse().unwrap());
             return r;
         }
         Fault::ThrottleAlways => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests");
-            r.headers_mut().insert("retry-after", "3600".parse().unwrap());
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests",
+            );
+            r.headers_mut()
+                .insert("retry-after", "3600".parse().unwrap());
             return r;
         }
         Fault::ServerErrors => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Internal error");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal error",
+            );
         }
     }
     let query = query_map(parts.uri.query().unwrap_or_default());
@@ -353,27 +392,52 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
             }
         }
         (&Method::POST, ["20160918", "instanceConfigurations", _, "actions", "launch"]) => {
-            let token = parts.headers.get("opc-retry-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let token = parts
+                .headers
+                .get("opc-retry-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             launch(&mut state, token, &body)
         }
         (&Method::GET, ["20160918", "instances"]) => list(&state, &query),
         (&Method::GET, ["20160918", "instances", id]) => {
             match state.instances.iter().find(|i| i.id == *id) {
                 Some(i) => axum::Json(instance_json(i)).into_response(),
-                None => error(StatusCode::NOT_FOUND, "NotAuthorizedOrNotFound", "Authorization failed or requested resource not found."),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "NotAuthorizedOrNotFound",
+                    "Authorization failed or requested resource not found.",
+                ),
             }
         }
         (&Method::DELETE, ["20160918", "instances", id]) => {
             if query.get("preserveBootVolume").map(String::as_str) != Some("false")
-                || query.get("preserveDataVolumesCreatedAtLaunch").map(String::as_str) != Some("false")
+                || query
+                    .get("preserveDataVolumesCreatedAtLaunch")
+                    .map(String::as_str)
+                    != Some("false")
             {
-                return error(StatusCode::BAD_REQUEST, "InvalidParameter", "the fake wants preserveBootVolume=false and preserveDataVolumesCreatedAtLaunch=false");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameter",
+                    "the fake wants preserveBootVolume=false and preserveDataVolumesCreatedAtLaunch=false",
+                );
             }
             let id = (*id).to_owned();
             match state.instances.iter_mut().find(|i| i.id == id) {
-                None => error(StatusCode::NOT_FOUND, "NotAuthorizedOrNotFound", "Authorization failed or requested resource not found."),
-                Some(i) if i.lifecycle_state == "TERMINATING" || i.lifecycle_state == "TERMINATED" => {
-                    error(StatusCode::CONFLICT, "IncorrectState", "The instance is already terminating")
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "NotAuthorizedOrNotFound",
+                    "Authorization failed or requested resource not found.",
+                ),
+                Some(i)
+                    if i.lifecycle_state == "TERMINATING" || i.lifecycle_state == "TERMINATED" =>
+                {
+                    error(
+                        StatusCode::CONFLICT,
+                        "IncorrectState",
+                        "The instance is already terminating",
+                    )
                 }
                 Some(i) => {
                     i.lifecycle_state = "TERMINATING".into();
@@ -381,18 +445,32 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
                 }
             }
         }
-        _ => error(StatusCode::NOT_FOUND, "NotAuthorizedOrNotFound", "no such endpoint in the fake"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "NotAuthorizedOrNotFound",
+            "no such endpoint in the fake",
+        ),
     }
 }
 
 fn launch(state: &mut State, token: Option<String>, body: &[u8]) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
-        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "body is not JSON");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "body is not JSON",
+        );
     };
     let details = &body["launchDetails"];
-    let ad = details["availabilityDomain"].as_str().unwrap_or_default().to_owned();
+    let ad = details["availabilityDomain"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let fd = details["faultDomain"].as_str().map(str::to_owned);
-    let name = details["displayName"].as_str().unwrap_or_default().to_owned();
+    let name = details["displayName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mut call = LaunchCall {
         retry_token: token.clone(),
         availability_domain: ad.clone(),
@@ -403,7 +481,11 @@ fn launch(state: &mut State, token: Option<String>, body: &[u8]) -> Response {
     if body["instanceType"] != "compute" {
         call.status = 400;
         state.launches.push(call);
-        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "instanceType must be compute");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "instanceType must be compute",
+        );
     }
     if let Some(existing) = token.as_ref().and_then(|t| state.tokens.get(t)).cloned() {
         state.launches.push(call);
@@ -413,12 +495,23 @@ fn launch(state: &mut State, token: Option<String>, body: &[u8]) -> Response {
     if !state.domains.iter().any(|(name, _)| *name == ad) {
         call.status = 400;
         state.launches.push(call);
-        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "unknown availability domain");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "unknown availability domain",
+        );
     }
-    if fd.as_ref().is_some_and(|fd| state.full.contains(&(ad.clone(), fd.clone()))) {
+    if fd
+        .as_ref()
+        .is_some_and(|fd| state.full.contains(&(ad.clone(), fd.clone())))
+    {
         call.status = 500;
         state.launches.push(call);
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Out of host capacity.");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "Out of host capacity.",
+        );
     }
     let id = format!("ocid1.instance.oc1.test.fake{}", state.next);
     state.next += 1;
@@ -448,7 +541,11 @@ fn launch(state: &mut State, token: Option<String>, body: &[u8]) -> Response {
         state.lose_launch_answers -= 1;
         call.status = 500;
         state.launches.push(call);
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Internal error");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "Internal error",
+        );
     }
     state.launches.push(call);
     axum::Json(json).into_response()
@@ -456,15 +553,28 @@ fn launch(state: &mut State, token: Option<String>, body: &[u8]) -> Response {
 
 fn list(state: &State, query: &std::collections::BTreeMap<String, String>) -> Response {
     let Some(compartment) = query.get("compartmentId") else {
-        return error(StatusCode::BAD_REQUEST, "MissingParameter", "compartmentId is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            "compartmentId is required",
+        );
     };
-    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100);
     let size = limit.min(state.page_size).max(1);
     let start: usize = match query.get("page") {
         None => 0,
         Some(p) => match p.strip_prefix("offset-").and_then(|n| n.parse().ok()) {
             Some(n) => n,
-            None => return error(StatusCode::BAD_REQUEST, "InvalidParameter", "bad page token"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameter",
+                    "bad page token",
+                );
+            }
         },
     };
     let matching: Vec<&FakeInstance> = state
@@ -472,12 +582,18 @@ fn list(state: &State, query: &std::collections::BTreeMap<String, String>) -> Re
         .iter()
         .filter(|i| &i.compartment_id == compartment)
         .collect();
-    let page: Vec<Value> = matching.iter().skip(start).take(size).map(|i| instance_json(i)).collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|i| instance_json(i))
+        .collect();
     let mut response = axum::Json(Value::Array(page)).into_response();
     if start + size < matching.len() {
-        response
-            .headers_mut()
-            .insert("opc-next-page", format!("offset-{}", start + size).parse().unwrap());
+        response.headers_mut().insert(
+            "opc-next-page",
+            format!("offset-{}", start + size).parse().unwrap(),
+        );
     }
     response
 }

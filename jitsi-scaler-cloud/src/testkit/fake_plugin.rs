@@ -9,9 +9,9 @@ use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::Fault;
 use super::fake_digitalocean::query_map;
 use super::server::TestServer;
-use super::Fault;
 use crate::custom::protocol::{
     ErrorClass, ErrorReply, ErrorWire, InstancePage, InstanceWire, LaunchCall, LaunchReply,
     LaunchedWire,
@@ -97,7 +97,13 @@ impl FakePlugin {
 
     /// Instances held, in any state.
     pub fn instances(&self) -> Vec<PluginInstance> {
-        self.state.lock().unwrap().instances.values().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .instances
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// At most `n` more instances can be launched; the rest get a `capacity` error.
@@ -106,7 +112,12 @@ impl FakePlugin {
     }
 }
 
-fn reply_error(status: StatusCode, class: ErrorClass, message: &str, retry_after_sec: Option<f64>) -> Response {
+fn reply_error(
+    status: StatusCode,
+    class: ErrorClass,
+    message: &str,
+    retry_after_sec: Option<f64>,
+) -> Response {
     let body = ErrorReply {
         error: ErrorWire {
             class,
@@ -123,17 +134,37 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
     let mut state = state.lock().unwrap();
     state.calls += 1;
     let expected = format!("Bearer {}", state.token);
-    if parts.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return reply_error(StatusCode::UNAUTHORIZED, ErrorClass::Config, "bad token", None);
+    if parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        return reply_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorClass::Config,
+            "bad token",
+            None,
+        );
     }
     match state.fault {
         Fault::None => {}
         Fault::ThrottleOnce => {
             state.fault = Fault::None;
-            return reply_error(StatusCode::TOO_MANY_REQUESTS, ErrorClass::Throttled, "slow down", Some(0.0));
+            return reply_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorClass::Throttled,
+                "slow down",
+                Some(0.0),
+            );
         }
         Fault::ThrottleAlways => {
-            return reply_error(StatusCode::TOO_MANY_REQUESTS, ErrorClass::Throttled, "slow down", Some(3600.0));
+            return reply_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorClass::Throttled,
+                "slow down",
+                Some(3600.0),
+            );
         }
         Fault::ServerErrors => {
             return (StatusCode::SERVICE_UNAVAILABLE, "upstream down").into_response();
@@ -151,17 +182,30 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
     match (&parts.method, segments.as_slice()) {
         (&Method::POST, ["plugin", "v1", "launch"]) => {
             let Ok(call) = serde_json::from_slice::<LaunchCall>(&body) else {
-                return reply_error(StatusCode::BAD_REQUEST, ErrorClass::Fatal, "bad launch body", None);
+                return reply_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorClass::Fatal,
+                    "bad launch body",
+                    None,
+                );
             };
             state.launch_calls.push(call.clone());
             let mut reply = LaunchReply::default();
             for (slot, s) in call.slots.iter().enumerate() {
                 if let Some(id) = state.keys.get(&s.idempotency_key).cloned() {
-                    reply.launched.push(LaunchedWire { slot, instance_id: id, display_name: s.display_name.clone() });
+                    reply.launched.push(LaunchedWire {
+                        slot,
+                        instance_id: id,
+                        display_name: s.display_name.clone(),
+                    });
                     continue;
                 }
                 if state.capacity == Some(0) {
-                    reply.error = Some(ErrorWire { class: ErrorClass::Capacity, message: "no capacity".into(), retry_after_sec: None });
+                    reply.error = Some(ErrorWire {
+                        class: ErrorClass::Capacity,
+                        message: "no capacity".into(),
+                        retry_after_sec: None,
+                    });
                     continue;
                 }
                 if let Some(c) = state.capacity.as_mut() {
@@ -170,22 +214,41 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
                 let id = format!("plugin-{}", state.next);
                 state.next += 1;
                 state.keys.insert(s.idempotency_key.clone(), id.clone());
-                state.instances.insert(id.clone(), PluginInstance {
-                    id: id.clone(),
+                state.instances.insert(
+                    id.clone(),
+                    PluginInstance {
+                        id: id.clone(),
+                        display_name: s.display_name.clone(),
+                        group: call.group.name.clone(),
+                        status: "Running".into(),
+                    },
+                );
+                reply.launched.push(LaunchedWire {
+                    slot,
+                    instance_id: id,
                     display_name: s.display_name.clone(),
-                    group: call.group.name.clone(),
-                    status: "Running".into(),
                 });
-                reply.launched.push(LaunchedWire { slot, instance_id: id, display_name: s.display_name.clone() });
             }
             axum::Json(reply).into_response()
         }
         (&Method::GET, ["plugin", "v1", "instances"]) => {
             let Some(group) = query.get("group") else {
-                return reply_error(StatusCode::BAD_REQUEST, ErrorClass::Fatal, "group is required", None);
+                return reply_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorClass::Fatal,
+                    "group is required",
+                    None,
+                );
             };
-            let start: usize = query.get("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
-            let all: Vec<&PluginInstance> = state.instances.values().filter(|i| &i.group == group).collect();
+            let start: usize = query
+                .get("pageToken")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let all: Vec<&PluginInstance> = state
+                .instances
+                .values()
+                .filter(|i| &i.group == group)
+                .collect();
             let page = InstancePage {
                 instances: all
                     .iter()
@@ -198,7 +261,8 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
                         created_at: Some("2026-01-05T21:31:40Z".into()),
                     })
                     .collect(),
-                next_page_token: (start + state.page_size < all.len()).then(|| (start + state.page_size).to_string()),
+                next_page_token: (start + state.page_size < all.len())
+                    .then(|| (start + state.page_size).to_string()),
             };
             axum::Json(page).into_response()
         }
@@ -209,10 +273,19 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Body>) -> Response {
                     i.status = "Terminated".into();
                     StatusCode::NO_CONTENT.into_response()
                 }
-                _ => reply_error(StatusCode::NOT_FOUND, ErrorClass::NotFound, "no such instance", None),
+                _ => reply_error(
+                    StatusCode::NOT_FOUND,
+                    ErrorClass::NotFound,
+                    "no such instance",
+                    None,
+                ),
             }
         }
-        _ => (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"class": "not_found", "message": "no such endpoint"}}))).into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"class": "not_found", "message": "no such endpoint"}})),
+        )
+            .into_response(),
     }
 }
 

@@ -46,7 +46,9 @@ pub fn service_available(name: &str, available: bool, why: &str) -> bool {
 
 /// The crate's test data directory.
 pub fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
 }
 
 /// Reads a test data file.

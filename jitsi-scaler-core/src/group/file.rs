@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::validate::parse_group;
 use super::Group;
+use super::validate::parse_group;
 
 /// One problem in a groups file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,7 +324,10 @@ mod tests {
         let errors = parse_groups_file(&fixed, None, None).expect_err("invalid");
         let shown: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
         assert_eq!(shown.len(), 2);
-        assert!(shown[0].starts_with("line 20: groupEntries[1].name"), "{shown:?}");
+        assert!(
+            shown[0].starts_with("line 20: groupEntries[1].name"),
+            "{shown:?}"
+        );
         assert!(
             shown[1].starts_with("line 22: groupEntries[1].scalingOptions (group"),
             "{shown:?}"
@@ -337,7 +340,8 @@ mod tests {
             .replace("\"scalePeriod\": 0", "\"scalePeriod\": 60")
             .replace("\"minDesired\": 3", "\"minDesired\": 1")
             .replace("jibri \\\"1\\\"", "jibri-1");
-        let groups = parse_groups_file(&good, Some("ocid1.compartment"), Some("ocid1.ic")).expect("valid");
+        let groups =
+            parse_groups_file(&good, Some("ocid1.compartment"), Some("ocid1.ic")).expect("valid");
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].compartment_id, "ocid1.compartment");
         assert_eq!(groups[0].instance_configuration_id, "ocid1.ic");

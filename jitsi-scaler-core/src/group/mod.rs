@@ -348,10 +348,18 @@ pub struct ScalingOptionsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[allow(missing_docs)]
     pub scale_down_quantity: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::json::opt_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_number"
+    )]
     #[allow(missing_docs)]
     pub scale_up_threshold: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::json::opt_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_number"
+    )]
     #[allow(missing_docs)]
     pub scale_down_threshold: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -495,7 +503,10 @@ pub(crate) mod tests {
                 tolerance: None
             }
         );
-        assert_eq!(g.termination_policy(), TerminationPolicy::OnConfirmOrTimeout);
+        assert_eq!(
+            g.termination_policy(),
+            TerminationPolicy::OnConfirmOrTimeout
+        );
         assert_eq!(g.orphan_policy.map(|o| o.orphan_cycles), Some(3));
         assert_eq!(g.class(), Some(TypeClass::Stress));
         assert_eq!(g.grace_period_sec(true), 480);

@@ -114,7 +114,12 @@ impl From<Vec<FieldError>> for ValidationErrors {
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for e in self.fields.iter().map(ToString::to_string).chain(self.messages.iter().cloned()) {
+        for e in self
+            .fields
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.messages.iter().cloned())
+        {
             if !first {
                 f.write_str("; ")?;
             }
@@ -172,14 +177,22 @@ impl Checker {
             }
             Some(v) => match as_integer(v) {
                 Some(n) if n >= min && n <= i64::from(u32::MAX) => *v = Value::from(n),
-                Some(n) if n > i64::from(u32::MAX) => self.push(full, "Value is too large", Some(v)),
+                Some(n) if n > i64::from(u32::MAX) => {
+                    self.push(full, "Value is too large", Some(v))
+                }
                 _ => self.push(full, msg, Some(v)),
             },
         }
     }
 
     /// A non-negative finite number.
-    pub(crate) fn number(&mut self, obj: &Map<String, Value>, key: &str, path: &str, required: bool) {
+    pub(crate) fn number(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+        required: bool,
+    ) {
         match obj.get(key) {
             None | Some(Value::Null) => {
                 if required {
@@ -204,7 +217,13 @@ impl Checker {
     }
 
     /// A string, optionally required.
-    pub(crate) fn string(&mut self, obj: &Map<String, Value>, key: &str, path: &str, required: bool) {
+    pub(crate) fn string(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+        required: bool,
+    ) {
         match obj.get(key) {
             None | Some(Value::Null) if required => {
                 self.push(join(path, key), "Value must be a string", None)
@@ -276,7 +295,13 @@ pub(crate) fn check_scaling_options(
     for (i, (key, rule)) in OPTION_INTS.iter().enumerate() {
         c.int(obj, key, path, *rule, require_bounds && i < 3);
     }
-    c.int(obj, "reservationScaleUpThreshold", path, IntRule::AtLeastOne, false);
+    c.int(
+        obj,
+        "reservationScaleUpThreshold",
+        path,
+        IntRule::AtLeastOne,
+        false,
+    );
     c.number(obj, "scaleUpThreshold", path, false);
     c.number(obj, "scaleDownThreshold", path, false);
 }
@@ -319,11 +344,19 @@ fn check_group_shape(obj: &mut Map<String, Value>) -> Vec<FieldError> {
     }
     c.string_map(obj, "tags", "");
     match obj.get_mut("scalingOptions") {
-        Some(Value::Object(options)) => check_scaling_options(&mut c, options, "scalingOptions", true),
-        Some(v) => c
-            .errors
-            .push(FieldError::body("scalingOptions", "Value must be an object", Some(v.clone()))),
-        None => c.errors.push(FieldError::body("scalingOptions", "Value must be an object", None)),
+        Some(Value::Object(options)) => {
+            check_scaling_options(&mut c, options, "scalingOptions", true)
+        }
+        Some(v) => c.errors.push(FieldError::body(
+            "scalingOptions",
+            "Value must be an object",
+            Some(v.clone()),
+        )),
+        None => c.errors.push(FieldError::body(
+            "scalingOptions",
+            "Value must be an object",
+            None,
+        )),
     }
     if let Some(Value::Object(base)) = obj.get_mut("scheduledScalingBaseOptions") {
         check_scaling_options(&mut c, base, "scheduledScalingBaseOptions", true);
@@ -346,7 +379,12 @@ fn check_group_shape(obj: &mut Map<String, Value>) -> Vec<FieldError> {
 pub fn parse_group(value: &Value) -> Result<Group, ValidationErrors> {
     let mut value = value.clone();
     let Value::Object(obj) = &mut value else {
-        return Err(vec![FieldError::body("", "Body must be a JSON object", Some(value))].into());
+        return Err(vec![FieldError::body(
+            "",
+            "Body must be a JSON object",
+            Some(value),
+        )]
+        .into());
     };
     let shape = check_group_shape(obj);
     if !shape.is_empty() {
@@ -364,10 +402,18 @@ pub fn parse_group(value: &Value) -> Result<Group, ValidationErrors> {
 
 /// Parses a partial scaling-options body (`/desired`, `/scaling-options`, full-scaling
 /// `options`, schedule periods), checking each present field.
-pub fn parse_options_patch(value: &Value, path: &str) -> Result<ScalingOptionsPatch, ValidationErrors> {
+pub fn parse_options_patch(
+    value: &Value,
+    path: &str,
+) -> Result<ScalingOptionsPatch, ValidationErrors> {
     let mut value = value.clone();
     let Value::Object(obj) = &mut value else {
-        return Err(vec![FieldError::body(path, "Value must be an object", Some(value))].into());
+        return Err(vec![FieldError::body(
+            path,
+            "Value must be an object",
+            Some(value),
+        )]
+        .into());
     };
     let mut c = Checker::default();
     check_scaling_options(&mut c, obj, path, false);
@@ -429,11 +475,18 @@ impl Group {
         }
         for (key, v) in [
             ("scaleUpPeriodsCount", u64::from(o.scale_up_periods_count)),
-            ("scaleDownPeriodsCount", u64::from(o.scale_down_periods_count)),
+            (
+                "scaleDownPeriodsCount",
+                u64::from(o.scale_down_periods_count),
+            ),
             ("scalePeriod", o.scale_period),
         ] {
             if v == 0 {
-                push(&join("scalingOptions", key), MSG_AT_LEAST_ONE, Value::from(v));
+                push(
+                    &join("scalingOptions", key),
+                    MSG_AT_LEAST_ONE,
+                    Value::from(v),
+                );
             }
         }
         match &self.policy {
@@ -442,11 +495,19 @@ impl Group {
                 tolerance,
             }) => {
                 if !(target_stress.is_finite() && *target_stress > 0.0) {
-                    push("policy.targetStress", "Value must be greater than 0", Value::from(*target_stress));
+                    push(
+                        "policy.targetStress",
+                        "Value must be greater than 0",
+                        Value::from(*target_stress),
+                    );
                 }
                 if let Some(t) = tolerance {
                     if !(t.is_finite() && (0.0..1.0).contains(t)) {
-                        push("policy.tolerance", "Value must be at least 0 and below 1", Value::from(*t));
+                        push(
+                            "policy.tolerance",
+                            "Value must be at least 0 and below 1",
+                            Value::from(*t),
+                        );
                     }
                 }
             }
@@ -454,7 +515,11 @@ impl Group {
         }
         if let Some(orphans) = &self.orphan_policy {
             if orphans.orphan_cycles == 0 {
-                push("orphanPolicy.orphanCycles", MSG_AT_LEAST_ONE, Value::from(0));
+                push(
+                    "orphanPolicy.orphanCycles",
+                    MSG_AT_LEAST_ONE,
+                    Value::from(0),
+                );
             }
         }
         if let Some(config) = &self.scheduled_scaling {
@@ -480,7 +545,10 @@ mod tests {
     }
 
     fn paths(e: &ValidationErrors) -> Vec<(&str, &str)> {
-        e.fields.iter().map(|f| (f.path.as_str(), f.msg.as_str())).collect()
+        e.fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.msg.as_str()))
+            .collect()
     }
 
     #[test]
@@ -524,7 +592,10 @@ mod tests {
         assert_eq!(
             paths(&e),
             vec![
-                ("name", "Group name must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'"),
+                (
+                    "name",
+                    "Group name must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+                ),
                 ("type", "Invalid type of instance: videobridge"),
                 ("scalingOptions", MSG_DESIRED_RANGE),
             ]
@@ -537,14 +608,23 @@ mod tests {
         v["type"] = json!("jVb");
         assert!(parse_group(&v).is_ok());
         v["name"] = json!("options");
-        assert_eq!(paths(&parse_group(&v).expect_err("reserved")), vec![("name", "Group name is reserved")]);
+        assert_eq!(
+            paths(&parse_group(&v).expect_err("reserved")),
+            vec![("name", "Group name is reserved")]
+        );
     }
 
     #[test]
     fn integral_floats_read_as_integers_and_missing_bounds_are_required() {
         let mut v = example();
         v["scalingOptions"]["desiredCount"] = json!(2.0);
-        assert_eq!(parse_group(&v).expect("valid").scaling_options.desired_count, 2);
+        assert_eq!(
+            parse_group(&v)
+                .expect("valid")
+                .scaling_options
+                .desired_count,
+            2
+        );
         v["scalingOptions"]["desiredCount"] = json!(1.5);
         assert_eq!(
             paths(&parse_group(&v).expect_err("fraction")),
@@ -562,7 +642,10 @@ mod tests {
         let e = parse_group(&json!({"type": "JVB"})).expect_err("no name");
         assert_eq!(
             paths(&e),
-            vec![("name", "Value must be a string"), ("scalingOptions", "Value must be an object")]
+            vec![
+                ("name", "Value must be a string"),
+                ("scalingOptions", "Value must be an object")
+            ]
         );
     }
 
@@ -597,12 +680,16 @@ mod tests {
 
     #[test]
     fn patches_check_only_present_fields() {
-        let p = parse_options_patch(&json!({"desiredCount": 3, "scaleUpThreshold": 0.7}), "").expect("patch");
+        let p = parse_options_patch(&json!({"desiredCount": 3, "scaleUpThreshold": 0.7}), "")
+            .expect("patch");
         assert_eq!(p.desired_count, Some(3));
         assert_eq!(p.scale_up_threshold, Some(0.7));
         assert_eq!(p.min_desired, None);
-        let e = parse_options_patch(&json!({"scalePeriod": 0, "reservationScaleUpThreshold": 0}), "options")
-            .expect_err("bad");
+        let e = parse_options_patch(
+            &json!({"scalePeriod": 0, "reservationScaleUpThreshold": 0}),
+            "options",
+        )
+        .expect_err("bad");
         assert_eq!(
             paths(&e),
             vec![
