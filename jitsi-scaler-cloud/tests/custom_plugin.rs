@@ -165,3 +165,44 @@ async fn several_plugins_coexist_under_their_names() {
         ["hetzner", "scaleway"]
     );
 }
+
+/// The OpenAPI description embedded in `docs/plugin-protocol.md`.
+fn documented_openapi(dir: &std::path::Path) -> std::path::PathBuf {
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/plugin-protocol.md");
+    let text = std::fs::read_to_string(&doc).expect("docs/plugin-protocol.md");
+    let start = text.find("```yaml\nopenapi:").expect("an OpenAPI block") + "```yaml\n".len();
+    let end = start + text[start..].find("```").expect("end of the block");
+    let path = dir.join("plugin-protocol.openapi.yaml");
+    std::fs::write(&path, &text[start..end]).expect("write");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_and_the_test_plugin_follow_the_documented_openapi() {
+    common::init_tracing();
+    let plugin = FakePlugin::start(TOKEN).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = documented_openapi(dir.path());
+    let Some(prism) = common::prism::Prism::start(&spec, &plugin.url()).await else {
+        return;
+    };
+    // Prism checks: a call outside the description is refused.
+    let refused = common::http_client()
+        .get(format!("{}/instances?region=fsn1", prism.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("prism answers");
+    assert_eq!(refused.status().as_u16(), 422, "group is required");
+    let calls = plugin.calls();
+    let fixture = PluginFixture {
+        provider: Arc::new(provider("hetzner", &prism.url, TOKEN)),
+        plugin: &plugin,
+    };
+    conformance::launch_list_terminate(&fixture).await;
+    conformance::throttling(&fixture).await;
+    assert!(
+        plugin.calls() > calls,
+        "the calls went through Prism to the plugin"
+    );
+}

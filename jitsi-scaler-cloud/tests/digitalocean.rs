@@ -5,9 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use jitsi_scaler_cloud::digitalocean::{
@@ -18,7 +16,6 @@ use jitsi_scaler_cloud::testkit::{self, Fault, Fixture, conformance};
 use jitsi_scaler_cloud::{ConfigError, Secret};
 use jitsi_scaler_core::group::Group;
 use jitsi_scaler_core::provider::{CloudProvider, ProviderError};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const TOKEN: &str = "dop_v1_test_token_0123456789";
 
@@ -384,82 +381,12 @@ fn configuration_comes_from_the_environment_and_hides_the_token() {
 // ----------------------------------------------------------------------------------------------
 // Through Prism.
 
-/// Prism in proxy mode in front of a fake, killed when dropped.
-struct Prism {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Prism {
-    /// Starts Prism before `upstream`, or `None` (test skipped) when Prism is not installed.
-    async fn start(upstream: &str) -> Option<Prism> {
-        let prism = std::env::var("JITSI_SCALER_PRISM").ok().or_else(|| {
-            let cache = std::env::var("JITSI_SCALER_CACHE").ok().or_else(|| {
-                std::env::var("HOME")
-                    .ok()
-                    .map(|h| format!("{h}/.cache/jitsi-scaler"))
-            })?;
-            let path = format!("{cache}/prism-5.14.2/node_modules/.bin/prism");
-            std::path::Path::new(&path).exists().then_some(path)
-        });
-        let available = prism
-            .as_ref()
-            .is_some_and(|p| std::path::Path::new(p).exists());
-        if !common::service_available(
-            "Prism",
-            available,
-            "JITSI_SCALER_PRISM is not set or not executable (run .ci/services/prism.sh)",
-        ) {
-            return None;
-        }
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            listener.local_addr().expect("addr").port()
-        };
-        let spec = common::data("digitalocean-droplets.openapi.yaml");
-        let mut child = tokio::process::Command::new(prism.expect("prism"))
-            .arg("proxy")
-            .arg(&spec)
-            .arg(upstream)
-            .args(["--errors", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prism");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("Prism is listening") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(ready, Ok(true), "Prism did not start");
-        // Keep draining Prism's log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(Prism {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for Prism {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_prism_every_request_and_answer_follows_the_contract() {
     common::init_tracing();
     let fake = FakeDigitalOcean::start(TOKEN).await;
-    let Some(prism) = Prism::start(&fake.url()).await else {
+    let spec = common::data("digitalocean-droplets.openapi.yaml");
+    let Some(prism) = common::prism::Prism::start(&spec, &fake.url()).await else {
         return;
     };
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use jitsi_scaler_cloud::http::HttpConfig;
 
+pub mod prism;
+
 /// Logs to the test output (once per process), `RUST_LOG` or `debug` for this crate.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
