@@ -332,20 +332,20 @@ impl HttpClient {
         let error = api.classify(&answer);
         tracing::debug!(provider = %self.provider, call = %request.label(), status = status.as_u16(),
             class = error.class(), error = %error, "error answer");
+        let retryable_status = status.is_server_error()
+            || self
+                .config
+                .retryable_status_codes
+                .contains(&status.as_u16());
         match &error {
+            // A rate-limited request was not processed: retry whatever the method.
             ProviderError::Throttled { retry_after, .. } => Attempt::Retry {
                 after: *retry_after,
                 error,
             },
-            _ if request.idempotent
-                && (status.is_server_error() && matches!(error, ProviderError::Transient(_))
-                    || self
-                        .config
-                        .retryable_status_codes
-                        .contains(&status.as_u16())) =>
-            {
-                Attempt::Retry { error, after: None }
-            }
+            // The same placement will not have capacity on the next attempt.
+            ProviderError::Capacity(_) => Attempt::Done(Err(error)),
+            _ if request.idempotent && retryable_status => Attempt::Retry { error, after: None },
             _ => Attempt::Done(Err(error)),
         }
     }

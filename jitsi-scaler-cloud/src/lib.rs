@@ -13,7 +13,8 @@
 //! shares one HTTP layer ([`http::HttpConfig`]): connect and request timeouts, retries with
 //! exponential back-off and jitter within a time budget, `Retry-After`, a circuit breaker, and
 //! every failure classified as a [`ProviderError`](jitsi_scaler_core::provider::ProviderError).
-//! No credential appears in a log line or in `Debug` output.
+//! No credential appears in a log line or in `Debug` output. [`DryRunProvider`] wraps any
+//! provider for `DRY_RUN=true`.
 //!
 //! With the `testkit` feature, [`testkit`] offers the provider conformance suite and the fake
 //! cloud backends it runs against.
@@ -21,6 +22,7 @@
 
 pub mod custom;
 pub mod digitalocean;
+mod dry_run;
 pub mod env;
 pub mod http;
 pub mod oracle;
@@ -30,5 +32,6 @@ mod secret;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use dry_run::DryRunProvider;
 pub use env::ConfigError;
 pub use secret::Secret;

@@ -206,3 +206,24 @@ async fn the_client_and_the_test_plugin_follow_the_documented_openapi() {
         "the calls went through Prism to the plugin"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_plugin_is_a_transient_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        listener.local_addr().expect("addr").port()
+    };
+    let provider = provider("gone", &format!("http://127.0.0.1:{port}"), TOKEN);
+    let g = group("g");
+    assert!(matches!(
+        provider.list(&g).await,
+        Err(ProviderError::Transient(_))
+    ));
+    let outcome = provider
+        .launch(&g, &testkit::launch_request(&g.name, 1, 0))
+        .await;
+    assert!(
+        matches!(outcome.error, Some(ProviderError::Transient(_))),
+        "{outcome:?}"
+    );
+}
