@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jitsi_scaler_core::engine::Scaler;
 use jitsi_scaler_core::group::file::parse_groups_file;
-use jitsi_scaler_core::provider::ProviderRegistry;
+use jitsi_scaler_core::provider::{CloudProvider, ProviderRegistry};
 use jitsi_scaler_core::clock::SystemClock;
 use jitsi_scaler_core::store::{EmbeddedStore, Expect, GroupRecord, MemoryStore, Store};
 use tokio::net::TcpListener;
@@ -157,7 +157,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
                 local = Some(provider);
             }
             other => {
-                return Err(ConfigError::new("CLOUD_PROVIDERS", format!("unknown provider {other:?}")).into());
+                providers.register(cloud_provider(other).await?);
             }
         }
     }
@@ -205,6 +205,34 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
         scaler,
         shutdown,
         task,
+    })
+}
+
+/// A cloud provider by name, configured from its environment variables. Any other name is an
+/// HTTP plugin (`PLUGIN_<NAME>_URL`).
+async fn cloud_provider(name: &str) -> Result<Arc<dyn CloudProvider>, AppError> {
+    use jitsi_scaler_cloud::custom::{PluginConfig, PluginProvider, ScriptConfig, ScriptProvider};
+    use jitsi_scaler_cloud::digitalocean::{DigitalOceanConfig, DigitalOceanProvider};
+    use jitsi_scaler_cloud::oracle::{OracleConfig, OracleProvider};
+    let config_error = |e: jitsi_scaler_cloud::ConfigError| ConfigError::new(format!("provider {name}"), e.to_string());
+    Ok(match name {
+        "oracle" => Arc::new(OracleProvider::new(&OracleConfig::from_env().map_err(config_error)?).map_err(config_error)?),
+        "digitalocean" => Arc::new(
+            DigitalOceanProvider::new(&DigitalOceanConfig::from_env().map_err(config_error)?).map_err(config_error)?,
+        ),
+        "custom" => Arc::new(ScriptProvider::new(ScriptConfig::from_env().map_err(config_error)?)),
+        "kubernetes" => {
+            jitsi_scaler_k8s::install_crypto_provider();
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| ConfigError::new("provider kubernetes", format!("no usable Kubernetes configuration: {e}")))?;
+            let config = jitsi_scaler_k8s::provider::PodProviderConfig {
+                default_namespace: std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into()),
+                ..Default::default()
+            };
+            Arc::new(jitsi_scaler_k8s::provider::PodProvider::new(client, config))
+        }
+        plugin => Arc::new(PluginProvider::new(&PluginConfig::from_env(plugin).map_err(config_error)?).map_err(config_error)?),
     })
 }
 
