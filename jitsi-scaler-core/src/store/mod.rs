@@ -17,6 +17,8 @@
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
 mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,11 @@ use crate::leader::FencingToken;
 use crate::metrics::InstanceSamples;
 use crate::provider::LaunchSlot;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    DEFAULT_KEY_PREFIX, GC_MARGIN, RedisConfig, RedisConfigError, RedisConnection, RedisStore,
+    SentinelConfig,
+};
 pub use memory::MemoryStore;
 
 /// Why a store call failed.
