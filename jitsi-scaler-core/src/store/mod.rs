@@ -35,6 +35,9 @@ use crate::leader::FencingToken;
 use crate::metrics::InstanceSamples;
 use crate::provider::LaunchSlot;
 
+/// Real redis-server processes for tests.
+#[cfg(all(feature = "redis", any(test, feature = "testkit")))]
+pub use self::redis::test_server as redis_testkit;
 #[cfg(feature = "redis")]
 pub use self::redis::{
     DEFAULT_KEY_PREFIX, GC_MARGIN, RedisConfig, RedisConfigError, RedisConnection, RedisStore,

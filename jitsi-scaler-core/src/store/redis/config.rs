@@ -1,6 +1,7 @@
 //! [`RedisConfig`]: where the Redis is, how to authenticate, and how long to wait for it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The default prefix of every key (lets jitsi-scaler share a Redis with a running reference).
@@ -26,6 +27,9 @@ pub struct RedisConfig {
     pub password: Option<String>,
     /// The database number, overriding one in the URL.
     pub db: Option<i64>,
+    /// With TLS: a PEM file of the CA that signed the server certificates, trusted instead of
+    /// the system's roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
     /// Find the master through Redis Sentinel.
     pub sentinel: Option<SentinelConfig>,
     /// Prefix of every key (default [`DEFAULT_KEY_PREFIX`]).
@@ -83,6 +87,7 @@ impl RedisConfig {
             username: None,
             password: None,
             db: None,
+            tls_ca_file: None,
             sentinel: None,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             connect_timeout: DEFAULT_TIMEOUT,
@@ -105,7 +110,8 @@ impl RedisConfig {
 
     /// Reads the configuration from the environment: `REDIS_URL`, or the reference's
     /// `REDIS_HOST` (127.0.0.1), `REDIS_PORT` (6379) and `REDIS_TLS` (`true`/`false`); then
-    /// `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_DB`, `REDIS_KEY_PREFIX`, and Sentinel with
+    /// `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_DB`, `REDIS_TLS_CA_FILE`, `REDIS_KEY_PREFIX`,
+    /// and Sentinel with
     /// `REDIS_SENTINEL_MASTER`, `REDIS_SENTINEL_ADDRESSES` (comma-separated `host:port`) and
     /// `REDIS_SENTINEL_PASSWORD`. Empty variables count as unset.
     pub fn from_env() -> Result<Self, RedisConfigError> {
@@ -151,6 +157,7 @@ impl RedisConfig {
                     .map_err(|_| RedisConfigError::invalid("REDIS_DB", "expected a number"))?,
             );
         }
+        config.tls_ca_file = get("REDIS_TLS_CA_FILE").map(PathBuf::from);
         if let Some(prefix) = var("REDIS_KEY_PREFIX") {
             config.key_prefix = prefix;
         }
@@ -190,6 +197,12 @@ impl RedisConfig {
             return Err(RedisConfigError::invalid(
                 "url",
                 "expected a redis:// or rediss:// URL",
+            ));
+        }
+        if self.tls_ca_file.is_some() && !self.uses_tls() {
+            return Err(RedisConfigError::invalid(
+                "tls_ca_file",
+                "a CA file needs a rediss:// URL (or REDIS_TLS=true)",
             ));
         }
         if self.db.is_some_and(|db| db < 0) {
@@ -295,6 +308,7 @@ impl fmt::Debug for RedisConfig {
             .field("username", &self.username)
             .field("password", &redacted(&self.password))
             .field("db", &self.db)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("sentinel", &self.sentinel)
             .field("key_prefix", &self.key_prefix)
             .field("connect_timeout", &self.connect_timeout)
@@ -360,10 +374,12 @@ mod tests {
             ("REDIS_SENTINEL_PASSWORD", "spw"),
             ("REDIS_TLS", "1"),
             ("REDIS_KEY_PREFIX", "js2:"),
+            ("REDIS_TLS_CA_FILE", "/etc/ca.pem"),
         ]))
         .expect("valid");
         assert_eq!(c.url, "rediss://:pw@h:1/3");
         assert_eq!(c.key_prefix, "js2:");
+        assert_eq!(c.tls_ca_file, Some(PathBuf::from("/etc/ca.pem")));
         let s = c.sentinel.as_ref().expect("sentinel");
         assert_eq!(s.master_name, "mymaster");
         assert_eq!(s.addresses, vec!["s1:26379", "s2", "[::1]:5000"]);
@@ -383,6 +399,7 @@ mod tests {
             (vec![("REDIS_TLS", "maybe")], "REDIS_TLS"),
             (vec![("REDIS_URL", "http://h")], "url"),
             (vec![("REDIS_DB", "-1")], "db"),
+            (vec![("REDIS_TLS_CA_FILE", "/ca.pem")], "tls_ca_file"),
             (vec![("REDIS_SENTINEL_MASTER", "m")], "sentinel.addresses"),
             (
                 vec![

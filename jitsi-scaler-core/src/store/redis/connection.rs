@@ -12,7 +12,8 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{
-    Client, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind, TlsMode,
+    Client, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind,
+    TlsCertificates, TlsMode,
 };
 
 use super::config::{RedisConfig, RedisConfigError, redact_url, split_host_port};
@@ -114,10 +115,23 @@ impl RedisConnection {
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
             .set_number_of_retries(RECONNECT_ATTEMPTS);
+        let certificates = match &config.tls_ca_file {
+            Some(path) => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    RedisConfigError::invalid("tls_ca_file", format!("{}: {e}", path.display()))
+                })?),
+            }),
+            None => None,
+        };
         let (target, current, shown) = match &config.sentinel {
             None => {
-                let client = Client::open(info.set_redis_settings(settings))
-                    .map_err(|e| RedisConfigError::invalid("url", e.to_string()))?;
+                let info = info.set_redis_settings(settings);
+                let client = match certificates {
+                    Some(certificates) => Client::build_with_tls(info, certificates),
+                    None => Client::open(info),
+                }
+                .map_err(|e| RedisConfigError::invalid("url", e.to_string()))?;
                 let manager =
                     ConnectionManager::new_lazy_with_config(client, manager_config.clone())
                         .map_err(|e| RedisConfigError::invalid("url", e.to_string()))?;
@@ -159,6 +173,11 @@ impl RedisConnection {
                     builder = builder
                         .set_client_to_redis_tls_mode(TlsMode::Secure)
                         .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                }
+                if let Some(certificates) = certificates {
+                    builder = builder
+                        .set_client_to_redis_certificates(certificates.clone())
+                        .set_client_to_sentinel_certificates(certificates);
                 }
                 let client = builder
                     .build()

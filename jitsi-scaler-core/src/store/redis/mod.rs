@@ -41,8 +41,8 @@ mod config;
 mod connection;
 mod keys;
 mod scripts;
-#[cfg(test)]
-pub(crate) mod test_server;
+#[cfg(any(test, feature = "testkit"))]
+pub mod test_server;
 #[cfg(test)]
 mod tests;
 

@@ -1,5 +1,6 @@
-//! Test helpers: real `redis-server` processes on free loopback ports, and a TCP proxy that
-//! can cut a client off from its server.
+//! Test helpers (feature `testkit`, with `redis`): real `redis-server` processes on free
+//! loopback ports, and a TCP proxy that can cut a client off from its server. They panic on
+//! failure, as test code does.
 //!
 //! Each server runs without persistence in its own temporary directory, next to a tiny
 //! watchdog shell that kills it (and removes the directory) when the test process exits, even
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The redis-server binary, if the machine has one.
-pub(crate) fn redis_server_binary() -> Option<PathBuf> {
+pub fn redis_server_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("JITSI_SCALER_REDIS_SERVER").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
@@ -46,13 +47,13 @@ fn binary_or_skip() -> Option<PathBuf> {
 }
 
 /// One server shared by the tests that only need a fresh key prefix each.
-pub(crate) fn shared() -> Option<&'static RedisServer> {
+pub fn shared() -> Option<&'static RedisServer> {
     static SHARED: OnceLock<Option<RedisServer>> = OnceLock::new();
     SHARED.get_or_init(RedisServer::start).as_ref()
 }
 
 /// A key prefix no other test uses.
-pub(crate) fn fresh_prefix() -> String {
+pub fn fresh_prefix() -> String {
     format!("test-{:016x}:", rand::random::<u64>())
 }
 
@@ -109,7 +110,7 @@ struct Running {
 }
 
 /// A redis-server (or sentinel) process owned by a test.
-pub(crate) struct RedisServer {
+pub struct RedisServer {
     binary: PathBuf,
     port: u16,
     dir: PathBuf,
@@ -117,6 +118,8 @@ pub(crate) struct RedisServer {
     extra: Vec<String>,
     /// A sentinel: its configuration file.
     sentinel_conf: Option<PathBuf>,
+    /// Serves TLS only, with a certificate from a test CA (`ca.pem` in `dir`).
+    tls: bool,
     running: Option<Running>,
 }
 
@@ -130,12 +133,23 @@ impl std::fmt::Debug for RedisServer {
 
 impl RedisServer {
     /// A fresh server on a free port, or `None` when the test is to be skipped.
-    pub(crate) fn start() -> Option<Self> {
-        Self::start_with(Vec::new(), None)
+    pub fn start() -> Option<Self> {
+        Self::start_with(Vec::new(), None, false)
+    }
+
+    /// A fresh server speaking TLS only, its certificate signed by a CA made for it (see
+    /// [`ca_file`](Self::ca_file)); needs the `openssl` command.
+    pub fn start_tls() -> Option<Self> {
+        Self::start_with(Vec::new(), None, true)
+    }
+
+    /// The PEM file of the CA of a TLS server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// A replica of the server on `master_port`.
-    pub(crate) fn start_replica_of(master_port: u16) -> Option<Self> {
+    pub fn start_replica_of(master_port: u16) -> Option<Self> {
         let server = Self::start_with(
             vec![
                 "--replicaof".into(),
@@ -143,23 +157,31 @@ impl RedisServer {
                 master_port.to_string(),
             ],
             None,
+            false,
         )?;
         server.wait_for_log("MASTER <-> REPLICA sync: Finished with success", 0);
         Some(server)
     }
 
     /// A sentinel monitoring the master on `master_port` as `name` (quorum 1).
-    pub(crate) fn start_sentinel(master_port: u16, name: &str) -> Option<Self> {
+    pub fn start_sentinel(master_port: u16, name: &str) -> Option<Self> {
         let conf = format!(
             "sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
              sentinel down-after-milliseconds {name} 1000\n\
              sentinel failover-timeout {name} 5000\n"
         );
-        Self::start_with(Vec::new(), Some(conf))
+        Self::start_with(Vec::new(), Some(conf), false)
     }
 
-    fn start_with(extra: Vec<String>, sentinel_conf: Option<String>) -> Option<Self> {
+    fn start_with(extra: Vec<String>, sentinel_conf: Option<String>, tls: bool) -> Option<Self> {
         let binary = binary_or_skip()?;
+        if tls && !command_exists("openssl") {
+            if std::env::var("JITSI_SCALER_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("openssl is required for the TLS test but not found");
+            }
+            eprintln!("skipped: openssl not found (needed to make test certificates)");
+            return None;
+        }
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -178,12 +200,16 @@ impl RedisServer {
                 }
                 path
             });
+            if tls {
+                make_certificates(&dir);
+            }
             let mut server = Self {
                 binary: binary.clone(),
                 port,
                 dir,
                 extra: extra.clone(),
                 sentinel_conf,
+                tls,
                 running: None,
             };
             match server.spawn() {
@@ -206,8 +232,18 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir)
-            .args(&self.extra)
-            .stdin(Stdio::null())
+            .args(&self.extra);
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.ca_file())
+                .args(["--tls-auth-clients", "no"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = cmd
@@ -266,17 +302,18 @@ impl RedisServer {
     }
 
     /// The port.
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    /// `redis://127.0.0.1:<port>` (`rediss://` for a TLS server).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The process id while running.
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.running
             .as_ref()
             .map(|r| r.child.id())
@@ -284,14 +321,14 @@ impl RedisServer {
     }
 
     /// Kills the server (its data is gone: no persistence).
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(mut running) = self.running.take() {
             stop(&mut running);
         }
     }
 
     /// Starts the server again on the same port.
-    pub(crate) fn start_again(&mut self) {
+    pub fn start_again(&mut self) {
         self.stop();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -308,17 +345,17 @@ impl RedisServer {
     }
 
     /// Freezes the process (SIGSTOP): connections stay open, nothing is answered.
-    pub(crate) fn pause(&self) {
+    pub fn pause(&self) {
         signal(self.pid(), "-STOP");
     }
 
     /// Lets a paused process run again (SIGCONT).
-    pub(crate) fn resume(&self) {
+    pub fn resume(&self) {
         signal(self.pid(), "-CONT");
     }
 
     /// Waits for a log line containing `needle` after line `from`; its index.
-    pub(crate) fn wait_for_log(&self, needle: &str, from: usize) -> usize {
+    pub fn wait_for_log(&self, needle: &str, from: usize) -> usize {
         let log = &self
             .running
             .as_ref()
@@ -329,12 +366,12 @@ impl RedisServer {
     }
 
     /// Lines logged so far.
-    pub(crate) fn log_len(&self) -> usize {
+    pub fn log_len(&self) -> usize {
         self.running.as_ref().map_or(0, |r| r.log.len())
     }
 
     /// A plain client connection for checks made around the code under test.
-    pub(crate) async fn client(&self) -> ::redis::aio::MultiplexedConnection {
+    pub async fn client(&self) -> ::redis::aio::MultiplexedConnection {
         let client = ::redis::Client::open(self.url())
             .unwrap_or_else(|e| panic!("client for {}: {e}", self.url()));
         tokio::time::timeout(
@@ -370,6 +407,39 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid} failed");
 }
 
+fn command_exists(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(name).is_file()))
+}
+
+/// A CA (`ca.pem`) and a server certificate it signed for 127.0.0.1 (`server.pem`,
+/// `server.key`) in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap_or_else(|e| panic!("certificate extensions: {e}"));
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca",
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+         -days 2 -extfile server.ext",
+    ] {
+        let output = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl {args}: {e}"));
+        assert!(
+            output.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -378,7 +448,7 @@ fn free_port() -> u16 {
 }
 
 /// Waits until `check` holds, trying every 50 ms, at most `timeout`.
-pub(crate) async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -394,13 +464,14 @@ where
 }
 
 /// A TCP proxy in front of a server, which can cut every connection and refuse new ones.
-pub(crate) struct Proxy {
+#[derive(Debug)]
+pub struct Proxy {
     port: u16,
     state: Arc<ProxyState>,
     accept: Option<JoinHandle<()>>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct ProxyState {
     cut: AtomicBool,
     closed: AtomicBool,
@@ -418,7 +489,7 @@ impl ProxyState {
 
 impl Proxy {
     /// A proxy on a free port forwarding to `127.0.0.1:<target>`.
-    pub(crate) fn start(target: u16) -> Self {
+    pub fn start(target: u16) -> Self {
         let listener =
             TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy listener: {e}"));
         let port = listener
@@ -466,18 +537,18 @@ impl Proxy {
     }
 
     /// `redis://127.0.0.1:<proxy port>`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Closes every connection and refuses new ones.
-    pub(crate) fn cut(&self) {
+    pub fn cut(&self) {
         self.state.cut.store(true, Ordering::SeqCst);
         self.state.cut_all();
     }
 
     /// Forwards new connections again.
-    pub(crate) fn restore(&self) {
+    pub fn restore(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
     }
 }

@@ -618,3 +618,33 @@ async fn instance_audit_is_indexed_per_group() {
         "the removed instance's last state"
     );
 }
+
+/// Over TLS (`rediss://`) with a private CA; without that CA the server is not trusted.
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let Some(server) = RedisServer::start_tls() else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut config = RedisConfig::new(server.url())
+        .with_key_prefix("js:")
+        .with_timeout(Duration::from_secs(2));
+    config.tls_ca_file = Some(server.ca_file());
+    let store = RedisStore::open(&config)
+        .expect("open")
+        .with_clock(clock.clone());
+    store
+        .put_group(&GroupRecord::new(group("g", 1)), Expect::Absent, None)
+        .await
+        .expect("write over TLS");
+    assert_eq!(
+        store.get_group("g").await.expect("read").map(|r| r.version),
+        Some(1)
+    );
+    config.tls_ca_file = None;
+    let untrusted = RedisStore::open(&config).expect("open").with_clock(clock);
+    assert!(
+        unavailable(untrusted.ping().await),
+        "an unknown CA is refused"
+    );
+}
