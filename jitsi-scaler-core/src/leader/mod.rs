@@ -5,10 +5,16 @@
 //! that cannot renew stops acting in time. Tokens only grow: a store that has seen token `n`
 //! rejects writes carrying a smaller one.
 
+#[cfg(feature = "redis")]
+mod redis;
+
 use std::fmt::Debug;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{DEFAULT_LEASE_TTL, RedisLeadership, RedisLeadershipConfig};
 
 /// A number that grows with every change of leader.
 pub type FencingToken = u64;

@@ -19,6 +19,8 @@ pub mod conformance;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 use std::collections::BTreeMap;
 
@@ -37,6 +39,14 @@ use crate::provider::LaunchSlot;
 
 #[cfg(feature = "embedded")]
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
+/// Real redis-server processes for tests.
+#[cfg(all(feature = "redis", any(test, feature = "testkit")))]
+pub use self::redis::test_server as redis_testkit;
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    DEFAULT_KEY_PREFIX, GC_MARGIN, RedisConfig, RedisConfigError, RedisConnection, RedisStore,
+    SentinelConfig,
+};
 pub use memory::MemoryStore;
 
 /// Why a store call failed.
