@@ -4,18 +4,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use jitsi_scaler_core::clock::SystemClock;
 use jitsi_scaler_core::engine::Scaler;
 use jitsi_scaler_core::group::file::parse_groups_file;
+use jitsi_scaler_core::leader::{Leadership, RedisLeadership, RedisLeadershipConfig, SingleNode};
 use jitsi_scaler_core::provider::{CloudProvider, ProviderRegistry};
-use jitsi_scaler_core::clock::SystemClock;
-use jitsi_scaler_core::store::{EmbeddedStore, Expect, GroupRecord, MemoryStore, Store};
+use jitsi_scaler_core::store::{
+    EmbeddedStore, Expect, GroupRecord, MemoryStore, RedisConfig, RedisStore, Store,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Gate, GroupsSource, Limits, OpenGate};
-use crate::config::{ConfigError, ServeArgs, StoreKind};
 use crate::auth::{AuthConfig, Authenticator, Role, StaticToken};
+use crate::config::{ConfigError, LeaderElection, ServeArgs, StoreKind};
 use crate::local::LocalProvider;
 use crate::sim::Token;
 use crate::telemetry::Metrics;
@@ -85,7 +88,9 @@ impl Running {
 
 async fn bind(host: &str, port: u16) -> Result<TcpListener, AppError> {
     let addr = format!("{host}:{port}");
-    TcpListener::bind(&addr).await.map_err(|source| AppError::Bind { addr, source })
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
 }
 
 async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, AppError> {
@@ -93,17 +98,91 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, AppError> {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreKind::Embedded => {
             let dir = args.data_dir.clone();
-            let opened = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, Arc::new(SystemClock)))
-                .await
-                .map_err(|e| AppError::Io(std::io::Error::other(e.to_string())))?;
+            let opened = tokio::task::spawn_blocking(move || {
+                EmbeddedStore::open(&dir, Arc::new(SystemClock))
+            })
+            .await
+            .map_err(|e| AppError::Io(std::io::Error::other(e.to_string())))?;
             let store = opened.map_err(|e| {
-                ConfigError::new("JITSI_SCALER_DATA_DIR", format!("cannot open the store in {}: {e}", args.data_dir.display()))
+                ConfigError::new(
+                    "JITSI_SCALER_DATA_DIR",
+                    format!("cannot open the store in {}: {e}", args.data_dir.display()),
+                )
             })?;
-            tracing::info!(path = %store.path().display(), "embedded store opened");
             Ok(Arc::new(store))
         }
-        StoreKind::Redis => Err(ConfigError::new("JITSI_SCALER_STORE", "the Redis store is not built in").into()),
+        StoreKind::Redis => {
+            let config = redis_config(args)?;
+            let store = RedisStore::open(&config)
+                .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
+            tracing::info!(config = ?config, "Redis store");
+            Ok(Arc::new(store))
+        }
     }
+}
+
+/// The Redis settings: the flags (URL, or the reference's host, port, TLS, password, database),
+/// and the other `REDIS_*` variables (Sentinel, user, CA file, key prefix).
+fn redis_config(args: &ServeArgs) -> Result<RedisConfig, AppError> {
+    let mut config = RedisConfig::from_env().unwrap_or_default();
+    config.url = match (&args.redis_url, &args.redis_host) {
+        (Some(url), _) => url.clone(),
+        (None, Some(host)) => {
+            let scheme = if args.redis_tls { "rediss" } else { "redis" };
+            format!("{scheme}://{host}:{}", args.redis_port)
+        }
+        (None, None) => config.url,
+    };
+    if args.redis_password.is_some() {
+        config.password = args.redis_password.clone();
+    }
+    if args.redis_db != 0 {
+        config.db = Some(i64::from(args.redis_db));
+    }
+    Ok(config)
+}
+
+/// The leadership the flags choose.
+async fn leadership(args: &ServeArgs) -> Result<Arc<dyn Leadership>, AppError> {
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(RedisLeadershipConfig::default_identity);
+    let ttl = std::time::Duration::from_secs(args.leader_lease_ttl_sec.max(3));
+    let choice = match args.leader_election {
+        LeaderElection::Auto if args.store_kind() == StoreKind::Redis => LeaderElection::Redis,
+        LeaderElection::Auto => LeaderElection::Single,
+        other => other,
+    };
+    Ok(match choice {
+        LeaderElection::Redis => {
+            let config = RedisLeadershipConfig::new(identity).with_ttl(ttl);
+            Arc::new(
+                RedisLeadership::open(&redis_config(args)?, config)
+                    .map_err(|e| ConfigError::new("JITSI_SCALER_LEADER_ELECTION", e.to_string()))?,
+            )
+        }
+        LeaderElection::Kubernetes => {
+            jitsi_scaler_k8s::install_crypto_provider();
+            let client = kube::Client::try_default().await.map_err(|e| {
+                ConfigError::new(
+                    "JITSI_SCALER_LEADER_ELECTION",
+                    format!("no Kubernetes configuration: {e}"),
+                )
+            })?;
+            let config = jitsi_scaler_k8s::lease::LeaseConfig::new(
+                &args.lease_name,
+                &args.namespace,
+                identity,
+            )
+            .with_timing(ttl, ttl / 3);
+            Arc::new(
+                jitsi_scaler_k8s::lease::LeaseLeadership::new(client, config)
+                    .map_err(|e| ConfigError::new("JITSI_SCALER_LEADER_ELECTION", e))?,
+            )
+        }
+        _ => Arc::new(SingleNode::new(identity)),
+    })
 }
 
 /// Reads and validates the groups file, if any.
@@ -111,8 +190,12 @@ fn groups_file(args: &ServeArgs) -> Result<Vec<jitsi_scaler_core::group::Group>,
     let Some(path) = &args.config else {
         return Ok(Vec::new());
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("GROUP_CONFIG_FILE", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "GROUP_CONFIG_FILE",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
     parse_groups_file(
         &text,
         args.default_compartment_id.as_deref(),
@@ -151,7 +234,8 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
                     config.token = local_token.clone();
                 }
                 let provider = Arc::new(
-                    LocalProvider::new(config).map_err(|e| ConfigError::new("--local-*", e.to_string()))?,
+                    LocalProvider::new(config)
+                        .map_err(|e| ConfigError::new("--local-*", e.to_string()))?,
                 );
                 providers.register(provider.clone());
                 local = Some(provider);
@@ -175,6 +259,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
     let metrics = Arc::new(Metrics::new());
     let scaler = Scaler::builder(store.clone())
         .providers(providers.clone())
+        .leadership(leadership(&args).await?)
         .options(options)
         .observer(metrics.clone())
         .build();
@@ -197,7 +282,13 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
         },
     );
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(state, api_listener, metrics_listener, shutdown.clone(), local));
+    let task = tokio::spawn(serve(
+        state,
+        api_listener,
+        metrics_listener,
+        shutdown.clone(),
+        local,
+    ));
     tracing::info!(api = %api_addr, metrics = %metrics_addr, "listening");
     Ok(Running {
         api_addr,
@@ -214,25 +305,39 @@ async fn cloud_provider(name: &str) -> Result<Arc<dyn CloudProvider>, AppError> 
     use jitsi_scaler_cloud::custom::{PluginConfig, PluginProvider, ScriptConfig, ScriptProvider};
     use jitsi_scaler_cloud::digitalocean::{DigitalOceanConfig, DigitalOceanProvider};
     use jitsi_scaler_cloud::oracle::{OracleConfig, OracleProvider};
-    let config_error = |e: jitsi_scaler_cloud::ConfigError| ConfigError::new(format!("provider {name}"), e.to_string());
+    let config_error = |e: jitsi_scaler_cloud::ConfigError| {
+        ConfigError::new(format!("provider {name}"), e.to_string())
+    };
     Ok(match name {
-        "oracle" => Arc::new(OracleProvider::new(&OracleConfig::from_env().map_err(config_error)?).map_err(config_error)?),
-        "digitalocean" => Arc::new(
-            DigitalOceanProvider::new(&DigitalOceanConfig::from_env().map_err(config_error)?).map_err(config_error)?,
+        "oracle" => Arc::new(
+            OracleProvider::new(&OracleConfig::from_env().map_err(config_error)?)
+                .map_err(config_error)?,
         ),
-        "custom" => Arc::new(ScriptProvider::new(ScriptConfig::from_env().map_err(config_error)?)),
+        "digitalocean" => Arc::new(
+            DigitalOceanProvider::new(&DigitalOceanConfig::from_env().map_err(config_error)?)
+                .map_err(config_error)?,
+        ),
+        "custom" => Arc::new(ScriptProvider::new(
+            ScriptConfig::from_env().map_err(config_error)?,
+        )),
         "kubernetes" => {
             jitsi_scaler_k8s::install_crypto_provider();
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| ConfigError::new("provider kubernetes", format!("no usable Kubernetes configuration: {e}")))?;
+            let client = kube::Client::try_default().await.map_err(|e| {
+                ConfigError::new(
+                    "provider kubernetes",
+                    format!("no usable Kubernetes configuration: {e}"),
+                )
+            })?;
             let config = jitsi_scaler_k8s::provider::PodProviderConfig {
                 default_namespace: std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into()),
                 ..Default::default()
             };
             Arc::new(jitsi_scaler_k8s::provider::PodProvider::new(client, config))
         }
-        plugin => Arc::new(PluginProvider::new(&PluginConfig::from_env(plugin).map_err(config_error)?).map_err(config_error)?),
+        plugin => Arc::new(
+            PluginProvider::new(&PluginConfig::from_env(plugin).map_err(config_error)?)
+                .map_err(config_error)?,
+        ),
     })
 }
 
@@ -273,8 +378,8 @@ fn authenticator(args: &ServeArgs) -> Result<(Authenticator, Option<Token>), App
         ..AuthConfig::default()
     };
     if let Some(tokens) = &args.tokens {
-        config.static_tokens =
-            StaticToken::parse_list("JITSI_SCALER_TOKENS", tokens).map_err(|e| ConfigError::new("JITSI_SCALER_TOKENS", e.to_string()))?;
+        config.static_tokens = StaticToken::parse_list("JITSI_SCALER_TOKENS", tokens)
+            .map_err(|e| ConfigError::new("JITSI_SCALER_TOKENS", e.to_string()))?;
     }
     if !args.protected_api {
         return Ok((Authenticator::disabled(), None));
@@ -296,15 +401,20 @@ fn authenticator(args: &ServeArgs) -> Result<(Authenticator, Option<Token>), App
     if !has_admin {
         let token = secret();
         let path = args.data_dir.join("admin-token");
-        write_secret(&path, &token)
-            .map_err(|e| ConfigError::new("JITSI_SCALER_DATA_DIR", format!("cannot write {}: {e}", path.display())))?;
+        write_secret(&path, &token).map_err(|e| {
+            ConfigError::new(
+                "JITSI_SCALER_DATA_DIR",
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
         config.static_tokens.push(
             StaticToken::new(Role::Admin, token, "generated-admin")
                 .map_err(|e| ConfigError::new("admin token", e.to_string()))?,
         );
         tracing::warn!(file = %path.display(), "no admin credential configured: a generated admin token was written to this file (use it as a Bearer token)");
     }
-    let auth = Authenticator::new(config).map_err(|e| ConfigError::new("authentication", e.to_string()))?;
+    let auth = Authenticator::new(config)
+        .map_err(|e| ConfigError::new("authentication", e.to_string()))?;
     Ok((auth, local_token))
 }
 
@@ -331,7 +441,10 @@ fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
 }
 
 /// Seeds an empty store with the groups file (the store is authoritative afterwards).
-async fn seed_groups(scaler: &Scaler, groups: &[jitsi_scaler_core::group::Group]) -> Result<(), AppError> {
+async fn seed_groups(
+    scaler: &Scaler,
+    groups: &[jitsi_scaler_core::group::Group],
+) -> Result<(), AppError> {
     if groups.is_empty() || !scaler.store().list_groups().await?.is_empty() {
         return Ok(());
     }
@@ -388,7 +501,9 @@ async fn serve(
         async move {
             shutdown.cancelled().await;
             state.start_shutdown();
-            tracing::info!("shutting down: finishing in-flight requests and the running reconciles");
+            tracing::info!(
+                "shutting down: finishing in-flight requests and the running reconciles"
+            );
         }
     };
     let (api, metrics, ()) = tokio::join!(api.into_future(), metrics.into_future(), stopping);
@@ -398,8 +513,7 @@ async fn serve(
         Err(e) => Err(AppError::Io(std::io::Error::other(e.to_string()))),
     };
     if let Some(local) = local {
-        let stopped = local.shutdown().await;
-        tracing::info!(instances = stopped, "local instances stopped");
+        local.shutdown().await;
     }
     api?;
     metrics?;

@@ -49,6 +49,19 @@ pub enum StoreKind {
     Redis,
 }
 
+/// Who decides which replica acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LeaderElection {
+    /// Redis lease with the Redis store, else this node alone.
+    Auto,
+    /// This node alone (one replica).
+    Single,
+    /// A lease in Redis (several replicas on one Redis).
+    Redis,
+    /// A coordination.k8s.io Lease (replicas in Kubernetes).
+    Kubernetes,
+}
+
 /// `jitsi-scaler serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -56,30 +69,54 @@ pub struct ServeArgs {
     #[arg(long, env = "PORT", default_value_t = 3000, help_heading = "Listeners")]
     pub port: u16,
     /// Port of health, readiness and metrics.
-    #[arg(long, env = "METRICS_PORT", default_value_t = 3001, help_heading = "Listeners")]
+    #[arg(
+        long,
+        env = "METRICS_PORT",
+        default_value_t = 3001,
+        help_heading = "Listeners"
+    )]
     pub metrics_port: u16,
     /// Address both listeners bind to.
-    #[arg(long, env = "JITSI_SCALER_BIND", default_value = "0.0.0.0", help_heading = "Listeners")]
+    #[arg(
+        long,
+        env = "JITSI_SCALER_BIND",
+        default_value = "0.0.0.0",
+        help_heading = "Listeners"
+    )]
     pub bind: String,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "JITSI_SCALER_MAX_BODY_BYTES", default_value_t = 1024 * 1024, help_heading = "Listeners")]
     pub max_body_bytes: usize,
 
     /// groups.json to seed an empty store with (and to re-apply on `POST /groups/actions/reset`).
-    #[arg(long = "config", visible_alias = "group-config-file", env = "GROUP_CONFIG_FILE", help_heading = "Groups")]
+    #[arg(
+        long = "config",
+        visible_alias = "group-config-file",
+        env = "GROUP_CONFIG_FILE",
+        help_heading = "Groups"
+    )]
     pub config: Option<PathBuf>,
     /// Fills an empty `compartmentId` of the groups file.
     #[arg(long, env = "DEFAULT_COMPARTMENT_ID", help_heading = "Groups")]
     pub default_compartment_id: Option<String>,
     /// Fills an empty `instanceConfigurationId` of the groups file.
-    #[arg(long, env = "DEFAULT_INSTANCE_CONFIGURATION_ID", help_heading = "Groups")]
+    #[arg(
+        long,
+        env = "DEFAULT_INSTANCE_CONFIGURATION_ID",
+        help_heading = "Groups"
+    )]
     pub default_instance_configuration_id: Option<String>,
 
     /// Where state lives (default: embedded, or redis when REDIS_URL or REDIS_HOST is set).
     #[arg(long, env = "JITSI_SCALER_STORE", value_enum, help_heading = "State")]
     pub store: Option<StoreKind>,
     /// Directory of the embedded store (and of local instances' logs).
-    #[arg(long, env = "JITSI_SCALER_DATA_DIR", default_value = "./jitsi-scaler-data", help_heading = "State")]
+    #[arg(
+        long,
+        env = "JITSI_SCALER_DATA_DIR",
+        default_value = "./jitsi-scaler-data",
+        help_heading = "State"
+    )]
     pub data_dir: PathBuf,
     /// Redis URL (redis:// or rediss://).
     #[arg(long, env = "REDIS_URL", help_heading = "State")]
@@ -88,10 +125,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_HOST", help_heading = "State")]
     pub redis_host: Option<String>,
     /// Redis port.
-    #[arg(long, env = "REDIS_PORT", default_value_t = 6379, help_heading = "State")]
+    #[arg(
+        long,
+        env = "REDIS_PORT",
+        default_value_t = 6379,
+        help_heading = "State"
+    )]
     pub redis_port: u16,
     /// Redis password (never logged).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true, help_heading = "State")]
+    #[arg(
+        long,
+        env = "REDIS_PASSWORD",
+        hide_env_values = true,
+        help_heading = "State"
+    )]
     pub redis_password: Option<String>,
     /// Redis database number.
     #[arg(long, env = "REDIS_DB", default_value_t = 0, help_heading = "State")]
@@ -100,6 +147,43 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_TLS", default_value_t = false, action = clap::ArgAction::Set, help_heading = "State")]
     pub redis_tls: bool,
 
+    /// Leader election among replicas.
+    #[arg(
+        long,
+        env = "JITSI_SCALER_LEADER_ELECTION",
+        value_enum,
+        default_value = "auto",
+        help_heading = "Replicas"
+    )]
+    pub leader_election: LeaderElection,
+    /// Lifetime of the leader's lease, in seconds (a follower takes over within it).
+    #[arg(
+        long,
+        env = "JITSI_SCALER_LEADER_LEASE_TTL_SEC",
+        default_value_t = 15,
+        help_heading = "Replicas"
+    )]
+    pub leader_lease_ttl_sec: u64,
+    /// This replica's identity (default: host name, process id and a random suffix).
+    #[arg(long, env = "JITSI_SCALER_IDENTITY", help_heading = "Replicas")]
+    pub identity: Option<String>,
+    /// Name of the Kubernetes Lease.
+    #[arg(
+        long,
+        env = "JITSI_SCALER_LEASE_NAME",
+        default_value = "jitsi-scaler-leader",
+        help_heading = "Replicas"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Kubernetes Lease (and of pods of groups that name none).
+    #[arg(
+        long,
+        env = "NAMESPACE",
+        default_value = "default",
+        help_heading = "Replicas"
+    )]
+    pub namespace: String,
+
     /// Require authentication on the API (`false` turns it off, with a warning).
     #[arg(long, env = "PROTECTED_API", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Authentication")]
     pub protected_api: bool,
@@ -107,28 +191,60 @@ pub struct ServeArgs {
     #[arg(long, env = "ASAP_PUB_KEY_BASE_URL", help_heading = "Authentication")]
     pub asap_pub_key_base_url: Option<String>,
     /// Audience tokens must carry.
-    #[arg(long, env = "ASAP_JWT_AUD", default_value = "jitsi-autoscaler", help_heading = "Authentication")]
+    #[arg(
+        long,
+        env = "ASAP_JWT_AUD",
+        default_value = "jitsi-autoscaler",
+        help_heading = "Authentication"
+    )]
     pub asap_jwt_aud: String,
     /// Issuers accepted for sidecars (comma-separated); allowed only on /sidecar/*.
-    #[arg(long, env = "ASAP_JWT_ACCEPTED_HOOK_ISS", default_value = "jitsi-autoscaler-sidecar", help_heading = "Authentication")]
+    #[arg(
+        long,
+        env = "ASAP_JWT_ACCEPTED_HOOK_ISS",
+        default_value = "jitsi-autoscaler-sidecar",
+        help_heading = "Authentication"
+    )]
     pub asap_jwt_accepted_hook_iss: String,
     /// Issuers accepted for administration (comma-separated); allowed everywhere.
-    #[arg(long, env = "ASAP_JWT_ACCEPTED_ADMIN_ISS", help_heading = "Authentication")]
+    #[arg(
+        long,
+        env = "ASAP_JWT_ACCEPTED_ADMIN_ISS",
+        help_heading = "Authentication"
+    )]
     pub asap_jwt_accepted_admin_iss: Option<String>,
     /// Issuers accepted read-only (comma-separated); GET routes only.
-    #[arg(long, env = "ASAP_JWT_ACCEPTED_READ_ISS", help_heading = "Authentication")]
+    #[arg(
+        long,
+        env = "ASAP_JWT_ACCEPTED_READ_ISS",
+        help_heading = "Authentication"
+    )]
     pub asap_jwt_accepted_read_iss: Option<String>,
     /// Let every accepted issuer call every route, as the reference (logged as a warning).
     #[arg(long, env = "ASAP_SINGLE_SCOPE", default_value_t = false, action = clap::ArgAction::Set, help_heading = "Authentication")]
     pub asap_single_scope: bool,
     /// How long a fetched public key is cached, in seconds.
-    #[arg(long, env = "ASAP_PUB_KEY_TTL", default_value_t = 3600, help_heading = "Authentication")]
+    #[arg(
+        long,
+        env = "ASAP_PUB_KEY_TTL",
+        default_value_t = 3600,
+        help_heading = "Authentication"
+    )]
     pub asap_pub_key_ttl: u64,
     /// Static bearer tokens, `role:token` comma-separated (roles: sidecar, read, admin).
-    #[arg(long, env = "JITSI_SCALER_TOKENS", hide_env_values = true, help_heading = "Authentication")]
+    #[arg(
+        long,
+        env = "JITSI_SCALER_TOKENS",
+        hide_env_values = true,
+        help_heading = "Authentication"
+    )]
     pub tokens: Option<String>,
     /// File of static bearer tokens (`<role> <token>` per line).
-    #[arg(long, env = "JITSI_SCALER_TOKENS_FILE", help_heading = "Authentication")]
+    #[arg(
+        long,
+        env = "JITSI_SCALER_TOKENS_FILE",
+        help_heading = "Authentication"
+    )]
     pub tokens_file: Option<PathBuf>,
 
     /// Providers to enable (comma-separated: local, oracle, digitalocean, custom, kubernetes).
@@ -146,65 +262,155 @@ pub struct ServeArgs {
     #[arg(long, env = "DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, help_heading = "Engine")]
     pub dry_run: bool,
     /// Seconds between two reconciles of a group.
-    #[arg(long, env = "JITSI_SCALER_RECONCILE_INTERVAL_SEC", default_value_t = 10, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "JITSI_SCALER_RECONCILE_INTERVAL_SEC",
+        default_value_t = 10,
+        help_heading = "Engine"
+    )]
     pub reconcile_interval_sec: u64,
     /// Wait before the first reconcile, in ms, so sidecars can check in first.
-    #[arg(long, env = "INITIAL_WAIT_FOR_POOLING_MS", default_value_t = 120_000, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "INITIAL_WAIT_FOR_POOLING_MS",
+        default_value_t = 120_000,
+        help_heading = "Engine"
+    )]
     pub initial_wait_for_pooling_ms: u64,
     /// Seconds between two listings of a group's cloud.
-    #[arg(long, env = "SANITY_JOBS_CREATION_INTERVAL_SEC", default_value_t = 240, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "SANITY_JOBS_CREATION_INTERVAL_SEC",
+        default_value_t = 240,
+        help_heading = "Engine"
+    )]
     pub sanity_interval_sec: u64,
     /// Reconciles running at once.
-    #[arg(long, env = "JOBS_CONCURRENCY", default_value_t = 5, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "JOBS_CONCURRENCY",
+        default_value_t = 5,
+        help_heading = "Engine"
+    )]
     pub jobs_concurrency: usize,
     /// Lifetime of a state after its last report, in seconds.
-    #[arg(long, env = "IDLE_TTL_SEC", default_value_t = 300, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "IDLE_TTL_SEC",
+        default_value_t = 300,
+        help_heading = "Engine"
+    )]
     pub idle_ttl_sec: u64,
     /// Lifetime of a launch placeholder, in seconds.
-    #[arg(long, env = "PROVISIONING_TTL_SEC", default_value_t = 900, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "PROVISIONING_TTL_SEC",
+        default_value_t = 900,
+        help_heading = "Engine"
+    )]
     pub provisioning_ttl_sec: u64,
     /// Lifetime of a shutting-down instance's state, in seconds.
-    #[arg(long, env = "SHUTDOWN_STATUS_TTL_SEC", default_value_t = 600, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "SHUTDOWN_STATUS_TTL_SEC",
+        default_value_t = 600,
+        help_heading = "Engine"
+    )]
     pub shutdown_status_ttl_sec: u64,
     /// Metric sample retention, in seconds.
-    #[arg(long, env = "METRIC_TTL_SEC", default_value_t = 3600, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "METRIC_TTL_SEC",
+        default_value_t = 3600,
+        help_heading = "Engine"
+    )]
     pub metric_ttl_sec: u64,
     /// How long a cloud listing is used, in seconds.
-    #[arg(long, env = "SERVICE_LEVEL_METRICS_TTL_SEC", default_value_t = 600, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "SERVICE_LEVEL_METRICS_TTL_SEC",
+        default_value_t = 600,
+        help_heading = "Engine"
+    )]
     pub service_level_metrics_ttl_sec: u64,
     /// Lifetime of shutdown and reconfiguration commands, in seconds.
-    #[arg(long, env = "SHUTDOWN_TTL_SEC", default_value_t = 86_400, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "SHUTDOWN_TTL_SEC",
+        default_value_t = 86_400,
+        help_heading = "Engine"
+    )]
     pub shutdown_ttl_sec: u64,
     /// Audit retention, in seconds.
-    #[arg(long, env = "AUDIT_TTL_SEC", default_value_t = 172_800, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "AUDIT_TTL_SEC",
+        default_value_t = 172_800,
+        help_heading = "Engine"
+    )]
     pub audit_ttl_sec: u64,
     /// Cap of the untracked-instance throttle.
-    #[arg(long, env = "MAX_THROTTLE_THRESHOLD", default_value_t = 40, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "MAX_THROTTLE_THRESHOLD",
+        default_value_t = 40,
+        help_heading = "Engine"
+    )]
     pub max_throttle_threshold: u32,
     /// Cloud guard for groups that do not say.
     #[arg(long, env = "CLOUD_GUARD_ENABLED", default_value_t = false, action = clap::ArgAction::Set, help_heading = "Engine")]
     pub cloud_guard_enabled: bool,
     /// Cloud guard grace for groups that do not say.
-    #[arg(long, env = "CLOUD_GUARD_GRACE_COUNT", default_value_t = 0, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "CLOUD_GUARD_GRACE_COUNT",
+        default_value_t = 0,
+        help_heading = "Engine"
+    )]
     pub cloud_guard_grace_count: u32,
     /// Scheduled scaling on or off.
     #[arg(long, env = "SCHEDULED_SCALING_ENABLED", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Engine")]
     pub scheduled_scaling_enabled: bool,
     /// Timezone of schedules whose group region has none.
-    #[arg(long, env = "SCHEDULED_SCALING_DEFAULT_TIMEZONE", default_value = "UTC", help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "SCHEDULED_SCALING_DEFAULT_TIMEZONE",
+        default_value = "UTC",
+        help_heading = "Engine"
+    )]
     pub scheduled_scaling_default_timezone: String,
     /// Extra or replaced region timezones, `region=Zone/Name` comma-separated.
-    #[arg(long, env = "SCHEDULED_SCALING_REGION_TIMEZONES", help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "SCHEDULED_SCALING_REGION_TIMEZONES",
+        help_heading = "Engine"
+    )]
     pub scheduled_scaling_region_timezones: Option<String>,
     /// Spread of scheduled transitions across groups, in seconds.
-    #[arg(long, env = "SCHEDULED_SCALING_JITTER_SEC", default_value_t = 0, help_heading = "Engine")]
+    #[arg(
+        long,
+        env = "SCHEDULED_SCALING_JITTER_SEC",
+        default_value_t = 0,
+        help_heading = "Engine"
+    )]
     pub scheduled_scaling_jitter_sec: u64,
 
     /// Log format.
-    #[arg(long, env = "JITSI_SCALER_LOG_FORMAT", value_enum, default_value = "text", help_heading = "Logging")]
+    #[arg(
+        long,
+        env = "JITSI_SCALER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        help_heading = "Logging"
+    )]
     pub log_format: LogFormat,
     /// Log level when RUST_LOG is not set.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info", help_heading = "Logging")]
+    #[arg(
+        long,
+        env = "LOG_LEVEL",
+        default_value = "info",
+        help_heading = "Logging"
+    )]
     pub log_level: String,
 }
 
@@ -235,16 +441,20 @@ fn secs(s: u64) -> i64 {
 impl ServeArgs {
     /// The store to use.
     pub fn store_kind(&self) -> StoreKind {
-        self.store.unwrap_or(if self.redis_url.is_some() || self.redis_host.is_some() {
-            StoreKind::Redis
-        } else {
-            StoreKind::Embedded
-        })
+        self.store
+            .unwrap_or(if self.redis_url.is_some() || self.redis_host.is_some() {
+                StoreKind::Redis
+            } else {
+                StoreKind::Embedded
+            })
     }
 
     /// The providers to enable, lower-cased.
     pub fn provider_names(&self) -> Vec<String> {
-        let listed = self.cloud_providers.as_deref().or(self.cloud_provider.as_deref());
+        let listed = self
+            .cloud_providers
+            .as_deref()
+            .or(self.cloud_provider.as_deref());
         let mut names: Vec<String> = match listed {
             Some(list) => list
                 .split(',')
@@ -281,17 +491,26 @@ impl ServeArgs {
             if jitsi_scaler_core::schedule::is_known_timezone(tz) {
                 Ok(())
             } else {
-                Err(ConfigError::new(setting, format!("unknown timezone {tz:?}")))
+                Err(ConfigError::new(
+                    setting,
+                    format!("unknown timezone {tz:?}"),
+                ))
             }
         };
-        check(&settings.default_timezone, "SCHEDULED_SCALING_DEFAULT_TIMEZONE")?;
+        check(
+            &settings.default_timezone,
+            "SCHEDULED_SCALING_DEFAULT_TIMEZONE",
+        )?;
         if let Some(map) = &self.scheduled_scaling_region_timezones {
             let parsed: HashMap<String, String> = map
                 .split(',')
                 .filter(|p| !p.trim().is_empty())
                 .map(|pair| {
                     let (region, tz) = pair.split_once('=').ok_or_else(|| {
-                        ConfigError::new("SCHEDULED_SCALING_REGION_TIMEZONES", format!("{pair:?} is not region=Zone/Name"))
+                        ConfigError::new(
+                            "SCHEDULED_SCALING_REGION_TIMEZONES",
+                            format!("{pair:?} is not region=Zone/Name"),
+                        )
                     })?;
                     check(tz.trim(), "SCHEDULED_SCALING_REGION_TIMEZONES")?;
                     Ok((region.trim().to_owned(), tz.trim().to_owned()))
@@ -305,7 +524,10 @@ impl ServeArgs {
     /// Engine options from the flags.
     pub fn scaler_options(&self) -> Result<ScalerOptions, ConfigError> {
         if self.reconcile_interval_sec == 0 {
-            return Err(ConfigError::new("JITSI_SCALER_RECONCILE_INTERVAL_SEC", "must be at least 1"));
+            return Err(ConfigError::new(
+                "JITSI_SCALER_RECONCILE_INTERVAL_SEC",
+                "must be at least 1",
+            ));
         }
         let defaults = ScalerOptions::default();
         Ok(ScalerOptions {
@@ -355,7 +577,14 @@ mod tests {
 
     #[test]
     fn defaults_and_flags_map_to_engine_options() {
-        let s = serve(&["--reconcile-interval-sec", "5", "--idle-ttl-sec", "60", "--dry-run", "true"]);
+        let s = serve(&[
+            "--reconcile-interval-sec",
+            "5",
+            "--idle-ttl-sec",
+            "60",
+            "--dry-run",
+            "true",
+        ]);
         assert_eq!(s.port, 3000);
         assert_eq!(s.metrics_port, 3001);
         assert_eq!(s.store_kind(), StoreKind::Embedded);
@@ -372,14 +601,29 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_variable() {
-        let s = serve(&["--scheduled-scaling-region-timezones", "fra1=Europe/Berlin,xx"]);
+        let s = serve(&[
+            "--scheduled-scaling-region-timezones",
+            "fra1=Europe/Berlin,xx",
+        ]);
         let e = s.scaler_options().expect_err("bad map");
         assert_eq!(e.setting, "SCHEDULED_SCALING_REGION_TIMEZONES");
         let s = serve(&["--scheduled-scaling-region-timezones", "fra1=Mars/Base"]);
-        assert!(s.scaler_options().expect_err("bad zone").message.contains("Mars/Base"));
+        assert!(
+            s.scaler_options()
+                .expect_err("bad zone")
+                .message
+                .contains("Mars/Base")
+        );
         let s = serve(&["--scheduled-scaling-region-timezones", "fra1=Europe/Berlin"]);
         let o = s.scaler_options().expect("ok");
-        assert_eq!(o.pass.schedule.region_timezones.get("fra1").map(String::as_str), Some("Europe/Berlin"));
+        assert_eq!(
+            o.pass
+                .schedule
+                .region_timezones
+                .get("fra1")
+                .map(String::as_str),
+            Some("Europe/Berlin")
+        );
         assert_eq!(o.pass.schedule.region_timezones.len(), 11);
         assert!(Cli::try_parse_from(["jitsi-scaler", "serve", "--port", "http"]).is_err());
     }

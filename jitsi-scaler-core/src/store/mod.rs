@@ -37,8 +37,6 @@ use crate::leader::FencingToken;
 use crate::metrics::InstanceSamples;
 use crate::provider::LaunchSlot;
 
-#[cfg(feature = "embedded")]
-pub use embedded::{EmbeddedOptions, EmbeddedStore};
 /// Real redis-server processes for tests.
 #[cfg(all(feature = "redis", any(test, feature = "testkit")))]
 pub use self::redis::test_server as redis_testkit;
@@ -47,6 +45,8 @@ pub use self::redis::{
     DEFAULT_KEY_PREFIX, GC_MARGIN, RedisConfig, RedisConfigError, RedisConnection, RedisStore,
     SentinelConfig,
 };
+#[cfg(feature = "embedded")]
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use memory::MemoryStore;
 
 /// Why a store call failed.

@@ -34,7 +34,9 @@ pub(crate) struct Fleets {
 
 impl std::fmt::Debug for Fleets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fleets").field("fleets", &self.fleets).finish_non_exhaustive()
+        f.debug_struct("Fleets")
+            .field("fleets", &self.fleets)
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,7 +49,8 @@ fn write(fleet: &Fleet, live: usize) {
     let elapsed = fleet.started.elapsed().as_secs_f64() * fleet.time_scale;
     let share = fleet.profile.value_at(elapsed) / live.max(1) as f64;
     let tmp = fleet.file.with_extension("tmp");
-    let written = std::fs::write(&tmp, format!("{share:.4}\n")).and_then(|()| std::fs::rename(&tmp, &fleet.file));
+    let written = std::fs::write(&tmp, format!("{share:.4}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &fleet.file));
     if let Err(e) = written {
         warn!(file = %fleet.file.display(), error = %e, "cannot write the fleet load");
     }
@@ -102,7 +105,12 @@ impl Fleets {
 
     /// Stops the driver.
     pub(crate) fn stop(&self) {
-        if let Some(stop) = self.driver.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(stop) = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             stop.cancel();
         }
     }
@@ -121,7 +129,13 @@ mod tests {
         let fleets = Fleets::new(Arc::new(move |_| seen.load(Ordering::SeqCst)));
         let file = load_file(dir.path(), "g");
         fleets.ensure("g", LoadProfile::Const(3.0), 1.0, file.clone());
-        let read = || std::fs::read_to_string(&file).expect("file").trim().parse::<f64>().expect("number");
+        let read = || {
+            std::fs::read_to_string(&file)
+                .expect("file")
+                .trim()
+                .parse::<f64>()
+                .expect("number")
+        };
         assert_eq!(read(), 3.0, "the first instance takes it all");
         count.store(3, Ordering::SeqCst);
         fleets.ensure("g", LoadProfile::Const(3.0), 1.0, file.clone());

@@ -167,7 +167,8 @@ impl LocalProvider {
                 config.log_dir.display()
             ))
         })?;
-        let children: Arc<Mutex<BTreeMap<String, LocalChild>>> = Arc::new(Mutex::new(BTreeMap::new()));
+        let children: Arc<Mutex<BTreeMap<String, LocalChild>>> =
+            Arc::new(Mutex::new(BTreeMap::new()));
         let counted = children.clone();
         let live: fleet::LiveCount = Arc::new(move |group: &str| {
             counted
@@ -306,7 +307,9 @@ impl CloudProvider for LocalProvider {
                     settings.time_scale.unwrap_or(1.0),
                     fleet::load_file(&self.config.log_dir, &group.name),
                 ),
-                Err(e) => return LaunchOutcome::failed(ProviderError::Config(format!("fleetLoad: {e}"))),
+                Err(e) => {
+                    return LaunchOutcome::failed(ProviderError::Config(format!("fleetLoad: {e}")));
+                }
             }
         }
         let mut outcome = LaunchOutcome::default();

@@ -78,7 +78,8 @@ impl LocalSettings {
             load.parse::<LoadProfile>().map_err(|e| e.to_string())?;
         }
         if let Some(load) = &self.fleet_load {
-            load.parse::<LoadProfile>().map_err(|e| format!("fleetLoad: {e}"))?;
+            load.parse::<LoadProfile>()
+                .map_err(|e| format!("fleetLoad: {e}"))?;
         }
         let positive = [
             ("statsIntervalSec", self.stats_interval_sec),
