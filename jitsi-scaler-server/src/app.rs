@@ -22,6 +22,7 @@ use crate::config::{ConfigError, LeaderElection, ServeArgs, StoreKind};
 use crate::local::LocalProvider;
 use crate::sim::Token;
 use crate::telemetry::Metrics;
+use jitsi_scaler_k8s::jibri::{JibriController, JibriControllerConfig};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -282,12 +283,18 @@ pub async fn start(args: ServeArgs) -> Result<Running, AppError> {
         },
     );
     let shutdown = CancellationToken::new();
+    let jibri = if args.jibri_controller {
+        Some(jibri_controller().await?)
+    } else {
+        None
+    };
     let task = tokio::spawn(serve(
         state,
         api_listener,
         metrics_listener,
         shutdown.clone(),
         local,
+        jibri,
     ));
     tracing::info!(api = %api_addr, metrics = %metrics_addr, "listening");
     Ok(Running {
@@ -481,6 +488,7 @@ async fn serve(
     metrics_listener: TcpListener,
     shutdown: CancellationToken,
     local: Option<Arc<LocalProvider>>,
+    jibri: Option<Arc<JibriController>>,
 ) -> Result<(), AppError> {
     let engine_stop = CancellationToken::new();
     let scaler = state.scaler.clone();
@@ -488,9 +496,16 @@ async fn serve(
         let stop = engine_stop.clone();
         tokio::spawn(async move { scaler.run(stop).await })
     };
+    let mut api_routes = api::api_router(state.clone());
+    if let Some(controller) = &jibri {
+        api_routes = api_routes.merge(crate::jibri::webhook_routes(controller.clone()));
+        let sweeper = controller.sweeper(state.scaler.leadership().clone());
+        let stop = engine_stop.clone();
+        tokio::spawn(async move { sweeper.run(stop).await });
+    }
     let api = axum::serve(
         api_listener,
-        api::api_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        api_routes.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let metrics = axum::serve(metrics_listener, api::metrics_router(state.clone()))
@@ -519,6 +534,80 @@ async fn serve(
     metrics?;
     engine_result?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The Jibri controller from its environment variables, on the in-cluster Kubernetes client.
+async fn jibri_controller() -> Result<Arc<JibriController>, AppError> {
+    jitsi_scaler_k8s::install_crypto_provider();
+    let config = JibriControllerConfig::from_env()
+        .map_err(|e| ConfigError::new("jibri controller", e.to_string()))?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        ConfigError::new(
+            "jibri controller",
+            format!("no Kubernetes configuration: {e}"),
+        )
+    })?;
+    let controller = JibriController::new(client, config)
+        .map_err(|e| ConfigError::new("jibri controller", e.to_string()))?;
+    Ok(Arc::new(controller))
+}
+
+/// `jitsi-scaler jibri-pod-controller`: the drop-in controller. Listens on `PORT` (IPv6 and
+/// IPv4), campaigns for the reference's Lease, sweeps while leading, and releases the lease on
+/// shutdown.
+pub async fn run_jibri_pod_controller(shutdown: CancellationToken) -> Result<(), AppError> {
+    let controller = jibri_controller().await?;
+    let port = controller.config().port;
+    let leadership = Arc::new(
+        controller
+            .leadership()
+            .map_err(|e| ConfigError::new("jibri controller", e.to_string()))?,
+    );
+    let stop = CancellationToken::new();
+    let lease_task = {
+        let l = leadership.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { l.run(stop).await })
+    };
+    let sweeper = controller.sweeper(leadership.clone());
+    let sweep_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { sweeper.run(stop).await })
+    };
+    let router =
+        crate::jibri::router(controller).into_make_service_with_connect_info::<SocketAddr>();
+    let mut listeners = Vec::new();
+    match TcpListener::bind(("::", port)).await {
+        Ok(l) => listeners.push(l),
+        Err(e) => tracing::info!(error = %e, "no IPv6 listener"),
+    }
+    match TcpListener::bind(("0.0.0.0", port)).await {
+        Ok(l) => listeners.push(l),
+        Err(e) if !listeners.is_empty() && e.kind() == std::io::ErrorKind::AddrInUse => {}
+        Err(source) => {
+            return Err(AppError::Bind {
+                addr: format!("0.0.0.0:{port}"),
+                source,
+            });
+        }
+    }
+    tracing::info!(port, "jibri pod controller listening");
+    let servers = listeners.into_iter().map(|l| {
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(l, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    });
+    let results = futures::future::join_all(servers).await;
+    stop.cancel();
+    let _ = sweep_task.await;
+    let _ = lease_task.await;
+    tracing::info!("jibri pod controller stopped; lease released");
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(())
 }
 

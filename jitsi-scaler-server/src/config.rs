@@ -36,6 +36,19 @@ pub enum Command {
     /// Run a simulated Jitsi component that speaks the sidecar protocol (used by the `local`
     /// provider, tests and benchmarks).
     SimInstance(Box<SimArgs>),
+    /// Run the Jibri spare-pool controller for Kubernetes: a drop-in replacement of
+    /// jibri-pod-controller, configured by its environment variables (PORT, JIBRI_HEALTH_PORT,
+    /// JIBRI_BUSY_LABELS, SWEEP_INTERVAL, POD_NAME, NAMESPACE, ...).
+    JibriPodController {
+        /// Log format.
+        #[arg(
+            long,
+            env = "JITSI_SCALER_LOG_FORMAT",
+            value_enum,
+            default_value = "text"
+        )]
+        log_format: LogFormat,
+    },
 }
 
 /// Where state lives.
@@ -183,6 +196,10 @@ pub struct ServeArgs {
         help_heading = "Replicas"
     )]
     pub namespace: String,
+    /// Also run the Jibri spare-pool controller: its webhooks on the API port, its sweeper
+    /// under this replica's leadership (configured by the controller's variables).
+    #[arg(long, env = "JITSI_SCALER_JIBRI_CONTROLLER", default_value_t = false, action = clap::ArgAction::Set, help_heading = "Replicas")]
+    pub jibri_controller: bool,
 
     /// Require authentication on the API (`false` turns it off, with a warning).
     #[arg(long, env = "PROTECTED_API", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Authentication")]

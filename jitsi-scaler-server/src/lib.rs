@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod jibri;
 pub mod local;
 pub mod sim;
 pub mod telemetry;

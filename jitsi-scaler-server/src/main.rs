@@ -49,6 +49,23 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::ValidateConfig { file } => validate(&file),
+        Command::JibriPodController { log_format } => {
+            telemetry::init_logging(log_format, "info");
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                app::termination_signal().await;
+                stop.cancel();
+            });
+            match app::run_jibri_pod_controller(shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "jibri pod controller failed");
+                    eprintln!("jibri-pod-controller: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::SimInstance(args) => {
             telemetry::init_logging(LogFormat::Text, "info");
             let cancel = CancellationToken::new();
@@ -84,7 +101,7 @@ fn validate(file: &std::path::Path) -> ExitCode {
         }
         Err(errors) => {
             for problem in &errors.0 {
-                println!("{}:{problem}", file.display());
+                println!("{}: {problem}", file.display());
             }
             eprintln!("{} problem(s)", errors.0.len());
             ExitCode::FAILURE
