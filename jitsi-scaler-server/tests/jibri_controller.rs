@@ -13,13 +13,20 @@ use kube::{Api, Client};
 use serde_json::json;
 
 fn kube_test() -> Option<(String, String)> {
-    let server = std::env::var("KUBE_TEST_SERVER").ok().filter(|s| !s.is_empty());
-    let token = std::env::var("KUBE_TEST_TOKEN").ok().filter(|s| !s.is_empty());
+    let server = std::env::var("KUBE_TEST_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let token = std::env::var("KUBE_TEST_TOKEN")
+        .ok()
+        .filter(|s| !s.is_empty());
     match (server, token) {
         (Some(s), Some(t)) => Some((s, t)),
         _ => {
             let why = "KUBE_TEST_SERVER/KUBE_TEST_TOKEN not set (run .ci/services/kube-test.sh)";
-            assert!(std::env::var("JITSI_SCALER_REQUIRE_SERVICES").as_deref() != Ok("1"), "{why}");
+            assert!(
+                std::env::var("JITSI_SCALER_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{why}"
+            );
             eprintln!("skipped: {why}");
             None
         }
@@ -35,7 +42,11 @@ async fn client(server: &str, token: &str) -> Client {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The controller process; killed when dropped.
@@ -51,10 +62,10 @@ impl Drop for Controller {
 async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(r) = http.get(base).send().await {
-            if r.status() == 200 {
-                return;
-            }
+        if let Ok(r) = http.get(base).send().await
+            && r.status() == 200
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -63,13 +74,18 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
 
 #[tokio::test]
 async fn the_drop_in_controller_speaks_the_reference_contract() {
-    let Some((server, token)) = kube_test() else { return };
+    let Some((server, token)) = kube_test() else {
+        return;
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kube = client(&server, &token).await;
     let ns = format!("jibri-ctl-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(kube.clone());
     let _ = namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
         .await;
     let pods: Api<Pod> = Api::namespaced(kube.clone(), &ns);
     let pod: Pod = serde_json::from_value(json!({
@@ -117,17 +133,38 @@ async fn the_drop_in_controller_speaks_the_reference_contract() {
     let r = http.post(&base).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET, HEAD, OPTIONS");
-    assert_eq!(http.get(format!("{base}nothing")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        http.get(format!("{base}nothing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     let hook = format!("{base}webhook/jibri-abc/v1/status");
-    let r = http.request(reqwest::Method::OPTIONS, &hook).send().await.unwrap();
+    let r = http
+        .request(reqwest::Method::OPTIONS, &hook)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["allow"], "POST, OPTIONS");
     let r = http.get(&hook).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST, OPTIONS");
-    assert_eq!(http.post(format!("{hook}/")).send().await.unwrap().status(), 404, "trailing slash");
-    let r = http.post(&hook).header("content-type", "application/json").body("{\"jibriId\":").send().await.unwrap();
+    assert_eq!(
+        http.post(format!("{hook}/")).send().await.unwrap().status(),
+        404,
+        "trailing slash"
+    );
+    let r = http
+        .post(&hook)
+        .header("content-type", "application/json")
+        .body("{\"jibriId\":")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "malformed JSON");
     let session = format!("{base}webhook/jibri-abc/v1/session/status");
     let r = http
@@ -148,7 +185,9 @@ async fn the_drop_in_controller_speaks_the_reference_contract() {
     assert_eq!(labels.get("app").map(String::as_str), Some("busy-jibri"));
     let annotations = detached.metadata.annotations.unwrap_or_default();
     assert_eq!(
-        annotations.get("cluster-autoscaler.kubernetes.io/safe-to-evict").map(String::as_str),
+        annotations
+            .get("cluster-autoscaler.kubernetes.io/safe-to-evict")
+            .map(String::as_str),
         Some("false")
     );
     // A pod that is neither a Jibri of the Deployment nor detached is refused.
@@ -158,15 +197,49 @@ async fn the_drop_in_controller_speaks_the_reference_contract() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403, "a pod that is no Jibri of the namespace is refused");
+    assert_eq!(
+        r.status(),
+        403,
+        "a pod that is no Jibri of the namespace is refused"
+    );
 
     // EXPIRED deletes it.
     let expired = json!({"jibriId": "jibri-abc", "status": {"busyStatus": "EXPIRED", "health": {"healthStatus": "HEALTHY"}}});
-    assert_eq!(http.post(&hook).json(&expired).send().await.unwrap().status(), 200);
-    assert!(pods.get_opt("jibri-abc").await.unwrap().is_none(), "the expired Jibri is gone");
-    assert_eq!(http.post(&hook).json(&expired).send().await.unwrap().status(), 200, "idempotent");
+    assert_eq!(
+        http.post(&hook)
+            .json(&expired)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        pods.get_opt("jibri-abc").await.unwrap().is_none(),
+        "the expired Jibri is gone"
+    );
+    assert_eq!(
+        http.post(&hook)
+            .json(&expired)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "idempotent"
+    );
 
-    let metrics = http.get(format!("{base}metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("jitsi_scaler_jibri_busy_patches_total 1"), "{metrics}");
+    let metrics = http
+        .get(format!("{base}metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("jitsi_scaler_jibri_busy_patches_total 1"),
+        "{metrics}"
+    );
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
 }
