@@ -21,6 +21,7 @@ mod embedded;
 mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+mod working_set;
 
 use std::collections::BTreeMap;
 

@@ -14,8 +14,8 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::working_set::{Change, Entry, Key, WorkingSet};
 use crate::store::StoreError;
+use crate::store::working_set::{Change, Entry, Key, WorkingSet};
 
 /// The layout version of the file. A newer file is refused; older ones are migrated on open.
 pub(super) const SCHEMA_VERSION: u64 = 1;
@@ -99,7 +99,7 @@ pub(super) fn load(db: &Database) -> Result<WorkingSet, StoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| unavailable("read transaction", e))?;
-    let mut set = WorkingSet::default();
+    let mut set = WorkingSet::tracked();
     {
         let meta = txn.open_table(META).map_err(|e| unavailable("meta", e))?;
         if let Some(v) = meta.get(NEWEST_TOKEN_KEY).map_err(|e| storage("meta", e))? {

@@ -1,7 +1,6 @@
 //! [`EmbeddedStore`]: the durable store of a single node, in one redb file.
 
 mod disk;
-mod working_set;
 mod writer;
 
 #[cfg(test)]
@@ -17,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
+use super::working_set::WorkingSet;
 use super::{
     CheckIn, Commands, Expect, FlagUpdate, GroupRecord, GroupRuntime, GroupSnapshot, Retention,
     Store, StoreError,
@@ -25,7 +25,6 @@ use crate::audit::{AuditEvent, GroupAuditLog, InstanceAudit};
 use crate::clock::{Clock, UnixMillis};
 use crate::instance::{InstanceFlags, InstanceRecord, InstanceState};
 use crate::leader::FencingToken;
-use working_set::WorkingSet;
 use writer::Message;
 
 /// Tuning of an [`EmbeddedStore`].

@@ -1,6 +1,6 @@
-//! The working set of the embedded store: every record in memory, answering all reads, plus the
-//! keys changed since the last commit. The semantics are those of [`MemoryStore`]; what this
-//! adds is the bookkeeping of which records the next commit must write or delete.
+//! The working set: every record of a store in memory, answering all reads, with the semantics
+//! every store shares. [`MemoryStore`] is a working set alone; the embedded store also tracks
+//! which records the next commit must write or delete.
 //!
 //! [`MemoryStore`]: crate::store::MemoryStore
 
@@ -126,7 +126,37 @@ pub(super) struct Series {
     pub(super) samples: Vec<MetricSample>,
 }
 
-/// Everything the embedded store holds, in memory.
+/// The records changed since the last commit, when changes are tracked.
+#[derive(Debug, Default)]
+pub(super) struct Dirty {
+    tracking: bool,
+    keys: HashSet<Key>,
+}
+
+impl Dirty {
+    /// Marks a record (a no-op when changes are not tracked).
+    pub(super) fn insert(&mut self, key: Key) {
+        if self.tracking {
+            self.keys.insert(key);
+        }
+    }
+
+    fn extend(&mut self, keys: impl IntoIterator<Item = Key>) {
+        if self.tracking {
+            self.keys.extend(keys);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Key> + '_ {
+        self.keys.drain()
+    }
+}
+
+/// Everything a store holds, in memory.
 #[derive(Debug, Default)]
 pub(super) struct WorkingSet {
     pub(super) newest_token: FencingToken,
@@ -139,7 +169,7 @@ pub(super) struct WorkingSet {
     pub(super) runtime: HashMap<String, GroupRuntime>,
     pub(super) group_audit: HashMap<String, GroupAuditLog>,
     pub(super) instance_audit: HashMap<String, BTreeMap<String, InstanceAudit>>,
-    dirty: HashSet<Key>,
+    dirty: Dirty,
 }
 
 fn pair(group: &str, id: &str) -> (String, String) {
@@ -147,6 +177,17 @@ fn pair(group: &str, id: &str) -> (String, String) {
 }
 
 impl WorkingSet {
+    /// A working set that tracks its changes (for a store that commits them).
+    pub(super) fn tracked() -> Self {
+        Self {
+            dirty: Dirty {
+                tracking: true,
+                keys: HashSet::new(),
+            },
+            ..Self::default()
+        }
+    }
+
     /// Called once the file is loaded: new states are ordered after every stored one.
     pub(super) fn loaded(&mut self) {
         self.seq = self
