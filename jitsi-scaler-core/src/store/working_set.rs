@@ -42,6 +42,7 @@ pub(super) enum Key {
     InstanceAudit(String, String),
 }
 
+#[cfg(feature = "embedded")]
 /// The current value of a changed record, copied out of the working set for the writer.
 #[derive(Clone, Debug)]
 pub(super) enum Entry {
@@ -55,6 +56,7 @@ pub(super) enum Entry {
     InstanceAudit(InstanceAudit),
 }
 
+#[cfg(feature = "embedded")]
 /// A record to write (`entry` is `Some`) or delete (`None`).
 #[derive(Clone, Debug)]
 pub(super) struct Change {
@@ -147,10 +149,12 @@ impl Dirty {
         }
     }
 
+    #[cfg(feature = "embedded")]
     fn len(&self) -> usize {
         self.keys.len()
     }
 
+    #[cfg(feature = "embedded")]
     fn drain(&mut self) -> impl Iterator<Item = Key> + '_ {
         self.keys.drain()
     }
@@ -177,6 +181,7 @@ fn pair(group: &str, id: &str) -> (String, String) {
 }
 
 impl WorkingSet {
+    #[cfg(feature = "embedded")]
     /// A working set that tracks its changes (for a store that commits them).
     pub(super) fn tracked() -> Self {
         Self {
@@ -188,6 +193,7 @@ impl WorkingSet {
         }
     }
 
+    #[cfg(feature = "embedded")]
     /// Called once the file is loaded: new states are ordered after every stored one.
     pub(super) fn loaded(&mut self) {
         self.seq = self
@@ -198,16 +204,19 @@ impl WorkingSet {
             .unwrap_or(0);
     }
 
+    #[cfg(feature = "embedded")]
     /// Marks a record for the next commit (a record absent from the working set is deleted).
     pub(super) fn touch(&mut self, key: Key) {
         self.dirty.insert(key);
     }
 
+    #[cfg(feature = "embedded")]
     /// How many records the next commit writes.
     pub(super) fn dirty_len(&self) -> usize {
         self.dirty.len()
     }
 
+    #[cfg(feature = "embedded")]
     /// Takes the changed records with their current values.
     pub(super) fn drain(&mut self) -> Vec<Change> {
         let keys: Vec<Key> = self.dirty.drain().collect();
@@ -219,11 +228,13 @@ impl WorkingSet {
             .collect()
     }
 
+    #[cfg(feature = "embedded")]
     /// Marks records again after a failed commit, so the next commit writes them.
     pub(super) fn retry(&mut self, changes: Vec<Change>) {
         self.dirty.extend(changes.into_iter().map(|c| c.key));
     }
 
+    #[cfg(feature = "embedded")]
     fn entry(&self, key: &Key) -> Option<Entry> {
         match key {
             Key::NewestToken => Some(Entry::NewestToken(self.newest_token)),
