@@ -670,3 +670,79 @@ async fn group_events_feed_the_gauges() {
     assert_eq!((gauges.desired, gauges.min, gauges.max), (1, 1, 3));
     assert_eq!(gauges.count, 0, "counted before the launch of this pass");
 }
+
+fn flaky_harness() -> (Scaler, Arc<FlakyStore>, Arc<FakeCloud>) {
+    let clock = Arc::new(jitsi_scaler_core::clock::TokioClock::starting_at(T0));
+    let store = Arc::new(FlakyStore::new(clock.clone()));
+    let cloud = Arc::new(FakeCloud::default());
+    let scaler = Scaler::builder(store.clone())
+        .providers(ProviderRegistry::new().with(cloud.clone()))
+        .clock(clock)
+        .options(options())
+        .build();
+    (scaler, store, cloud)
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_errors_stop_the_pass_before_any_cloud_call() {
+    let (scaler, store, cloud) = flaky_harness();
+    store
+        .inner
+        .put_group(
+            &GroupRecord::new(jvb_group("jvb", 2, 2, 5)),
+            Expect::Any,
+            None,
+        )
+        .await
+        .unwrap();
+    // D13: an unreadable store is never "nothing there".
+    store.fail("snapshot");
+    assert!(matches!(
+        scaler.reconcile_now("jvb").await,
+        Err(jitsi_scaler_core::engine::EngineError::Store(
+            StoreError::Unavailable(_)
+        ))
+    ));
+    // The launch intent cannot be persisted: no launch (D5).
+    store.failing.lock().unwrap().clear();
+    store.fail("put_runtime");
+    assert!(scaler.reconcile_now("jvb").await.is_err());
+    assert!(cloud.launches().is_empty());
+    // Check-ins fail loudly too (the server answers 503, never `shutdown: false`).
+    store.fail("check_in");
+    let report = jitsi_scaler_core::sidecar::parse_stats_report(
+        json!({"instance": {"instanceId": "i", "instanceType": "JVB", "group": "jvb"}, "stats": {}}).to_string().as_bytes(),
+    )
+    .unwrap();
+    assert!(scaler.report(&report).await.is_err());
+    store.failing.lock().unwrap().clear();
+    let r = scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 2, "back to normal once the store answers");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cooldowns_can_differ_by_direction() {
+    let h = Harness::new();
+    let mut g = jvb_group("jvb", 1, 2, 5);
+    g.scale_up_grace_period_sec = Some(30);
+    g.scale_down_grace_period_sec = Some(900);
+    h.put(g).await;
+    h.load("jvb", &["a", "b"], 0.95, 120, 30).await;
+    h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(h.desired("jvb").await, 3);
+    assert_eq!(
+        h.group("jvb").await.grace_until_ms,
+        Some(h.now() + 30_000),
+        "D16: up cooldown"
+    );
+    let ids = h.ids("jvb").await;
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    h.load("jvb", &ids, 0.05, 150, 30).await;
+    h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(h.desired("jvb").await, 2);
+    assert_eq!(
+        h.group("jvb").await.grace_until_ms,
+        Some(h.now() + 900_000),
+        "D16: down cooldown"
+    );
+}

@@ -317,3 +317,165 @@ pub fn jibri_group(name: &str, min: u32, desired: u32, max: u32) -> Group {
     }))
     .unwrap()
 }
+
+/// A memory store whose chosen operations fail with `Unavailable` (D13 tests).
+#[derive(Debug)]
+pub struct FlakyStore {
+    pub inner: MemoryStore,
+    pub failing: Mutex<std::collections::HashSet<&'static str>>,
+}
+
+impl FlakyStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: MemoryStore::with_clock(clock),
+            failing: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn fail(&self, op: &'static str) {
+        self.failing.lock().unwrap().insert(op);
+    }
+
+    fn check(&self, op: &'static str) -> Result<(), jitsi_scaler_core::store::StoreError> {
+        if self.failing.lock().unwrap().contains(op) {
+            Err(jitsi_scaler_core::store::StoreError::Unavailable(format!(
+                "{op} failed"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn ping(&self) -> Result<(), jitsi_scaler_core::store::StoreError> {
+        self.check("ping")
+    }
+    async fn list_groups(&self) -> Result<Vec<GroupRecord>, jitsi_scaler_core::store::StoreError> {
+        self.check("list_groups")?;
+        self.inner.list_groups().await
+    }
+    async fn get_group(
+        &self,
+        name: &str,
+    ) -> Result<Option<GroupRecord>, jitsi_scaler_core::store::StoreError> {
+        self.check("get_group")?;
+        self.inner.get_group(name).await
+    }
+    async fn put_group(
+        &self,
+        record: &GroupRecord,
+        expect: Expect,
+        fence: Option<u64>,
+    ) -> Result<u64, jitsi_scaler_core::store::StoreError> {
+        self.check("put_group")?;
+        self.inner.put_group(record, expect, fence).await
+    }
+    async fn delete_group(
+        &self,
+        name: &str,
+        fence: Option<u64>,
+    ) -> Result<bool, jitsi_scaler_core::store::StoreError> {
+        self.check("delete_group")?;
+        self.inner.delete_group(name, fence).await
+    }
+    async fn snapshot(
+        &self,
+        group: &str,
+        since: UnixMillis,
+    ) -> Result<Option<jitsi_scaler_core::store::GroupSnapshot>, jitsi_scaler_core::store::StoreError>
+    {
+        self.check("snapshot")?;
+        self.inner.snapshot(group, since).await
+    }
+    async fn instances(
+        &self,
+        group: &str,
+    ) -> Result<
+        Vec<jitsi_scaler_core::instance::InstanceRecord>,
+        jitsi_scaler_core::store::StoreError,
+    > {
+        self.check("instances")?;
+        self.inner.instances(group).await
+    }
+    async fn check_in(
+        &self,
+        check_in: &jitsi_scaler_core::store::CheckIn,
+    ) -> Result<Commands, jitsi_scaler_core::store::StoreError> {
+        self.check("check_in")?;
+        self.inner.check_in(check_in).await
+    }
+    async fn put_instances(
+        &self,
+        group: &str,
+        states: &[jitsi_scaler_core::instance::InstanceState],
+        retention_ms: i64,
+        fence: Option<u64>,
+    ) -> Result<(), jitsi_scaler_core::store::StoreError> {
+        self.check("put_instances")?;
+        self.inner
+            .put_instances(group, states, retention_ms, fence)
+            .await
+    }
+    async fn remove_instances(
+        &self,
+        group: &str,
+        ids: &[String],
+        fence: Option<u64>,
+    ) -> Result<(), jitsi_scaler_core::store::StoreError> {
+        self.check("remove_instances")?;
+        self.inner.remove_instances(group, ids, fence).await
+    }
+    async fn update_flags(
+        &self,
+        updates: &[jitsi_scaler_core::store::FlagUpdate],
+        fence: Option<u64>,
+    ) -> Result<(), jitsi_scaler_core::store::StoreError> {
+        self.check("update_flags")?;
+        self.inner.update_flags(updates, fence).await
+    }
+    async fn flags(
+        &self,
+        id: &str,
+    ) -> Result<jitsi_scaler_core::instance::InstanceFlags, jitsi_scaler_core::store::StoreError>
+    {
+        self.check("flags")?;
+        self.inner.flags(id).await
+    }
+    async fn put_runtime(
+        &self,
+        group: &str,
+        runtime: &jitsi_scaler_core::store::GroupRuntime,
+        fence: Option<u64>,
+    ) -> Result<(), jitsi_scaler_core::store::StoreError> {
+        self.check("put_runtime")?;
+        self.inner.put_runtime(group, runtime, fence).await
+    }
+    async fn append_audit(
+        &self,
+        group: &str,
+        events: &[jitsi_scaler_core::audit::AuditEvent],
+        fence: Option<u64>,
+    ) -> Result<(), jitsi_scaler_core::store::StoreError> {
+        self.check("append_audit")?;
+        self.inner.append_audit(group, events, fence).await
+    }
+    async fn group_audit(
+        &self,
+        group: &str,
+    ) -> Result<Option<jitsi_scaler_core::audit::GroupAuditLog>, jitsi_scaler_core::store::StoreError>
+    {
+        self.check("group_audit")?;
+        self.inner.group_audit(group).await
+    }
+    async fn instance_audit(
+        &self,
+        group: &str,
+    ) -> Result<Vec<jitsi_scaler_core::audit::InstanceAudit>, jitsi_scaler_core::store::StoreError>
+    {
+        self.check("instance_audit")?;
+        self.inner.instance_audit(group).await
+    }
+}
