@@ -58,10 +58,12 @@ impl CloudProvider for ToyCloud {
             .enumerate()
             .map(|(slot, s)| {
                 // The idempotency key is the VM id: a retried slot finds its VM.
-                let vm = vms.entry(format!("vm-{}", s.idempotency_key)).or_insert_with(|| Vm {
-                    group: group.name.clone(),
-                    name: s.display_name.clone(),
-                });
+                let vm = vms
+                    .entry(format!("vm-{}", s.idempotency_key))
+                    .or_insert_with(|| Vm {
+                        group: group.name.clone(),
+                        name: s.display_name.clone(),
+                    });
                 LaunchedInstance {
                     slot,
                     instance_id: format!("vm-{}", s.idempotency_key),
@@ -69,7 +71,10 @@ impl CloudProvider for ToyCloud {
                 }
             })
             .collect();
-        LaunchOutcome { launched, error: None }
+        LaunchOutcome {
+            launched,
+            error: None,
+        }
     }
 
     async fn list(&self, group: &Group) -> Result<Vec<CloudInstance>, ProviderError> {
@@ -99,10 +104,16 @@ struct Printer;
 impl Observer for Printer {
     fn observe(&self, event: &EngineEvent) {
         match event {
-            EngineEvent::DesiredChanged { group, from, to, .. } => println!("{group}: desired {from} -> {to}"),
+            EngineEvent::DesiredChanged {
+                group, from, to, ..
+            } => println!("{group}: desired {from} -> {to}"),
             EngineEvent::Launched { group, count } => println!("{group}: launched {count}"),
-            EngineEvent::Downscaled { group, count } => println!("{group}: {count} flagged for shutdown"),
-            EngineEvent::Terminated { group, reason } => println!("{group}: one terminated ({reason})"),
+            EngineEvent::Downscaled { group, count } => {
+                println!("{group}: {count} flagged for shutdown")
+            }
+            EngineEvent::Terminated { group, reason } => {
+                println!("{group}: one terminated ({reason})")
+            }
             _ => {}
         }
     }
@@ -131,7 +142,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .build();
     let group = jitsi_scaler_core::group::validate::parse_group(&serde_json::from_str(GROUP)?)?;
-    store.put_group(&GroupRecord::new(group), Expect::Absent, None).await?;
+    store
+        .put_group(&GroupRecord::new(group), Expect::Absent, None)
+        .await?;
 
     let shutdown = CancellationToken::new();
     let engine = tokio::spawn({
@@ -150,10 +163,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "stats": {"stress_level": load / ids.len() as f64},
                 "timestamp": tick, "shutdownStatus": false, "statsError": false, "reconfigureComplete": ""
             });
-            let commands = scaler.report(&parse_stats_report(body.to_string().as_bytes())?).await?.commands;
+            let commands = scaler
+                .report(&parse_stats_report(body.to_string().as_bytes())?)
+                .await?
+                .commands;
             if commands.shutdown {
                 let details = jitsi_scaler_core::sidecar::parse_instance_details(
-                    serde_json::json!({"instanceId": id, "group": "toy-jvb"}).to_string().as_bytes(),
+                    serde_json::json!({"instanceId": id, "group": "toy-jvb"})
+                        .to_string()
+                        .as_bytes(),
                 )?;
                 scaler.confirm_shutdown(&details).await?;
             }
