@@ -1,8 +1,9 @@
 //! The admin routes (rest-api.md §3–§7). Handlers parse, call the engine, and answer.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -10,6 +11,22 @@ use super::body::JsonBody;
 use super::{ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
+
+/// The `{name}` path segment. A segment that does not decode (not UTF-8) is a JSON 400 like
+/// every other error, not axum's plain-text rejection.
+#[derive(Debug)]
+pub struct GroupName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for GroupName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| GroupName(name))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
 
 fn saved() -> Answer {
     Ok(Json(json!({"save": "OK"})))
@@ -70,7 +87,7 @@ pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> A
 /// `GET /groups/{name}`.
 #[utoipa::path(get, path = "/groups/{name}", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"instanceGroup\":{...}}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn get(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     Ok(Json(
         json!({"instanceGroup": state.scaler.get_group(&name).await?}),
     ))
@@ -82,7 +99,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Ans
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid group")))]
 pub async fn put(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.put_group(&name, &body).await?;
@@ -93,7 +110,7 @@ pub async fn put(
 #[utoipa::path(delete, path = "/groups/{name}", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{}", body = Object), (status = 400, description = "The group has active instances"),
               (status = 404, description = "Unknown group")))]
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn delete(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     state.scaler.delete_group(&name).await?;
     Ok(Json(json!({})))
 }
@@ -113,7 +130,7 @@ pub async fn reset(State(state): State<AppState>) -> Answer {
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn desired(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.set_desired(&name, &body).await?;
@@ -126,7 +143,7 @@ pub async fn desired(
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn scaling_options(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.set_scaling_options(&name, &body).await?;
@@ -139,7 +156,7 @@ pub async fn scaling_options(
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn scaling_activities(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.set_scaling_activities(&name, &body).await?;
@@ -152,7 +169,7 @@ pub async fn scaling_activities(
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn instance_configuration(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state
@@ -187,7 +204,7 @@ pub async fn full_scaling(
     responses((status = 200, description = "{\"launch\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn launch_protected(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.launch_protected(&name, &body).await?;
@@ -199,7 +216,7 @@ pub async fn launch_protected(
     responses((status = 200, description = "{\"save\":\"OK\",\"instances\":[...]}", body = Object),
               (status = 403, description = "Reconfiguration disabled for the group"), (status = 404, description = "Unknown group"),
               (status = 500, description = "Failed to trigger reconfiguration")))]
-pub async fn reconfigure(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn reconfigure(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     match state.scaler.reconfigure_instances(&name).await {
         Ok(instances) => Ok(Json(json!({"save": "OK", "instances": instances}))),
         Err(jitsi_scaler_core::engine::admin::AdminError::Store(e)) => {
@@ -216,7 +233,7 @@ pub async fn reconfigure(State(state): State<AppState>, Path(name): Path<String>
 /// `GET /groups/{name}/report`.
 #[utoipa::path(get, path = "/groups/{name}/report", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"groupReport\":{...}}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn report(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn report(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     Ok(Json(
         json!({"groupReport": state.scaler.group_report(&name).await?}),
     ))
@@ -225,7 +242,7 @@ pub async fn report(State(state): State<AppState>, Path(name): Path<String>) -> 
 /// `GET /groups/{name}/group-audit`.
 #[utoipa::path(get, path = "/groups/{name}/group-audit", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"audit\":{...}}", body = Object), (status = 404, description = "No group and no audit")))]
-pub async fn group_audit(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn group_audit(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     Ok(Json(
         json!({"audit": state.scaler.group_audit(&name).await?}),
     ))
@@ -234,7 +251,7 @@ pub async fn group_audit(State(state): State<AppState>, Path(name): Path<String>
 /// `GET /groups/{name}/instance-audit`.
 #[utoipa::path(get, path = "/groups/{name}/instance-audit", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"audit\":[...]}", body = Object), (status = 404, description = "No group and no audit")))]
-pub async fn instance_audit(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn instance_audit(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     Ok(Json(
         json!({"audit": state.scaler.instance_audit(&name).await?}),
     ))
@@ -243,7 +260,7 @@ pub async fn instance_audit(State(state): State<AppState>, Path(name): Path<Stri
 /// `GET /groups/{name}/scheduled-scaling`.
 #[utoipa::path(get, path = "/groups/{name}/scheduled-scaling", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "The configuration and the active period", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn get_schedule(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn get_schedule(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     let view = state.scaler.scheduled_scaling(&name).await?;
     serde_json::to_value(view)
         .map(Json)
@@ -256,7 +273,7 @@ pub async fn get_schedule(State(state): State<AppState>, Path(name): Path<String
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn put_schedule(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.put_scheduled_scaling(&name, &body).await?;
@@ -266,7 +283,7 @@ pub async fn put_schedule(
 /// `DELETE /groups/{name}/scheduled-scaling`.
 #[utoipa::path(delete, path = "/groups/{name}/scheduled-scaling", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn delete_schedule(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn delete_schedule(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     state.scaler.delete_scheduled_scaling(&name).await?;
     saved()
 }
