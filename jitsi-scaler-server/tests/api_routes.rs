@@ -1752,3 +1752,35 @@ async fn health_says_shutting_down_once_shutdown_begins() {
     assert_eq!(reply.status, 503);
     assert_eq!(p.metrics_get("/readyz", None).await.status, 503);
 }
+
+#[tokio::test]
+async fn reading_the_report_keeps_the_autoscalers_samples() {
+    for embedded in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::new(dir.path());
+        let s = if embedded { config.embedded() } else { config }
+            .start()
+            .await;
+        s.create_group(&group("g")).await;
+        let t0 = jiff::Timestamp::now().as_millisecond();
+        for i in 0..3 {
+            let mut report = jvb_report("i-1", "g", 0.5);
+            report["timestamp"] = json!(t0 + i);
+            s.sidecar("status", report).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for _ in 0..3 {
+            s.report("g").await;
+        }
+        assert_eq!(s.delete("/groups/g").await.status, 400, "active instance");
+        let snapshot = s
+            .scaler
+            .store()
+            .snapshot("g", 0)
+            .await
+            .expect("snapshot")
+            .expect("group");
+        let samples: usize = snapshot.samples.iter().map(|s| s.samples.len()).sum();
+        assert_eq!(samples, 3, "embedded store: {embedded}");
+    }
+}
