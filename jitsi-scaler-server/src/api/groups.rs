@@ -1,5 +1,7 @@
 //! The admin routes (rest-api.md §3–§7). Handlers parse, call the engine, and answer.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -11,6 +13,15 @@ use super::body::JsonBody;
 use super::{ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
+
+/// `{"<key>": value}`, serialized straight into the body. Never through `serde_json::Value`
+/// (what `json!` does, unwrapping): stored sidecar metadata is kept verbatim and may be
+/// nested deeper than serde_json's recursion limit, which that conversion refuses.
+fn wrapped<T: serde::Serialize>(key: &'static str, value: T) -> Json<BTreeMap<&'static str, T>> {
+    Json(BTreeMap::from([(key, value)]))
+}
+
+type Wrapped<T> = Result<Json<BTreeMap<&'static str, T>>, ApiError>;
 
 /// The `{name}` path segment. A segment that does not decode (not UTF-8) is a JSON 400 like
 /// every other error, not axum's plain-text rejection.
@@ -76,20 +87,27 @@ fn decode(s: &str) -> String {
 #[utoipa::path(get, path = "/groups", tag = "groups",
     params(("tag.<key>" = Option<String>, Query, description = "Only groups whose tag <key> equals the value (repeatable)")),
     responses((status = 200, description = "{\"instanceGroups\":[...]}", body = Object)))]
-pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Answer {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Wrapped<Vec<jitsi_scaler_core::group::Group>> {
     let groups = state
         .scaler
         .list_groups(&tag_filters(query.as_deref()))
         .await?;
-    Ok(Json(json!({"instanceGroups": groups})))
+    Ok(wrapped("instanceGroups", groups))
 }
 
 /// `GET /groups/{name}`.
 #[utoipa::path(get, path = "/groups/{name}", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"instanceGroup\":{...}}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn get(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
-    Ok(Json(
-        json!({"instanceGroup": state.scaler.get_group(&name).await?}),
+pub async fn get(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<jitsi_scaler_core::group::Group> {
+    Ok(wrapped(
+        "instanceGroup",
+        state.scaler.get_group(&name).await?,
     ))
 }
 
@@ -233,28 +251,34 @@ pub async fn reconfigure(State(state): State<AppState>, GroupName(name): GroupNa
 /// `GET /groups/{name}/report`.
 #[utoipa::path(get, path = "/groups/{name}/report", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"groupReport\":{...}}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn report(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
-    Ok(Json(
-        json!({"groupReport": state.scaler.group_report(&name).await?}),
+pub async fn report(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<jitsi_scaler_core::report::GroupReport> {
+    Ok(wrapped(
+        "groupReport",
+        state.scaler.group_report(&name).await?,
     ))
 }
 
 /// `GET /groups/{name}/group-audit`.
 #[utoipa::path(get, path = "/groups/{name}/group-audit", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"audit\":{...}}", body = Object), (status = 404, description = "No group and no audit")))]
-pub async fn group_audit(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
-    Ok(Json(
-        json!({"audit": state.scaler.group_audit(&name).await?}),
-    ))
+pub async fn group_audit(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<jitsi_scaler_core::audit::GroupAuditLog> {
+    Ok(wrapped("audit", state.scaler.group_audit(&name).await?))
 }
 
 /// `GET /groups/{name}/instance-audit`.
 #[utoipa::path(get, path = "/groups/{name}/instance-audit", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"audit\":[...]}", body = Object), (status = 404, description = "No group and no audit")))]
-pub async fn instance_audit(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
-    Ok(Json(
-        json!({"audit": state.scaler.instance_audit(&name).await?}),
-    ))
+pub async fn instance_audit(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<Vec<jitsi_scaler_core::audit::InstanceAudit>> {
+    Ok(wrapped("audit", state.scaler.instance_audit(&name).await?))
 }
 
 /// `GET /groups/{name}/scheduled-scaling`.
