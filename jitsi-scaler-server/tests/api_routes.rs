@@ -1784,3 +1784,52 @@ async fn reading_the_report_keeps_the_autoscalers_samples() {
         assert_eq!(samples, 3, "embedded store: {embedded}");
     }
 }
+
+#[tokio::test]
+async fn deeply_nested_sidecar_bodies_are_refused_and_stored_metadata_stays_readable() {
+    let (s, _dir) = server().await;
+    s.create_group(&group("g")).await;
+    let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+    // Deeper than serde_json reads: refused before anything is stored.
+    for route in ["poll", "status", "stats", "shutdown"] {
+        let body = format!(
+            r#"{{"instanceId":"deep","instance":{{"instanceId":"deep","instanceType":"JVB","group":"g","m":{}}},"instanceType":"JVB","group":"g"}}"#,
+            nested(500)
+        );
+        let reply = s
+            .call(
+                Method::POST,
+                &format!("/sidecar/{route}"),
+                Some(SIDECAR),
+                Body::Raw(body.into_bytes(), Some("application/json")),
+            )
+            .await;
+        reply.expect_error(400, "request");
+    }
+    // Just within the limit: stored verbatim, and the instance audit that carries it answers.
+    let body = format!(
+        r#"{{"instance":{{"instanceId":"nested","instanceType":"JVB","group":"g","m":{}}},"stats":{{"stress_level":0.1}},"timestamp":1}}"#,
+        nested(126)
+    );
+    s.call(
+        Method::POST,
+        "/sidecar/status",
+        Some(SIDECAR),
+        Body::Raw(body.into_bytes(), Some("application/json")),
+    )
+    .await
+    .expect(200, &json!({"shutdown": false, "reconfigure": null}));
+    let reply = s.get("/groups/g/instance-audit").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/json"))
+    );
+    assert!(
+        reply.text.contains(r#""instanceId":"nested""#),
+        "{}",
+        &reply.text[..200]
+    );
+    assert_eq!(s.report("g").await["count"], 1);
+}
