@@ -1833,3 +1833,103 @@ async fn deeply_nested_sidecar_bodies_are_refused_and_stored_metadata_stays_read
     );
     assert_eq!(s.report("g").await["count"], 1);
 }
+
+/// Metric samples per instance, from the store.
+async fn samples(s: &Server, group: &str) -> std::collections::BTreeMap<String, usize> {
+    let snapshot = s
+        .scaler
+        .store()
+        .snapshot(group, 0)
+        .await
+        .expect("snapshot")
+        .expect("group");
+    snapshot
+        .samples
+        .into_iter()
+        .map(|x| (x.instance_id, x.samples.len()))
+        .collect()
+}
+
+#[tokio::test]
+async fn reports_follow_the_protocol_improvements() {
+    let (s, _dir) = server().await;
+    let mut g = group("g");
+    g["type"] = json!("jvb");
+    s.create_group(&g).await;
+    // R2: types match case-insensitively, the original spelling is kept.
+    let mut lower = jvb_report("lower", "g", 0.4);
+    lower["instance"]["instanceType"] = json!("jvb");
+    s.sidecar("status", lower).await;
+    // R14: a JVB shutting down is draining: no sample, shown as such.
+    let mut draining = jvb_report("draining", "g", 0.4);
+    draining["stats"]["shutting_down"] = json!(true);
+    s.sidecar("status", draining).await;
+    // R6: the same report through /stats then /status, then again: one sample.
+    let mut same = jvb_report("same", "g", 0.4);
+    same["timestamp"] = json!(1_795_346_890_252_i64);
+    for route in ["stats", "status", "status"] {
+        s.sidecar(route, same.clone()).await;
+    }
+    // R5: a poll-only sidecar is tracked, without a sample.
+    s.sidecar("poll", details("polled", "g")).await;
+
+    let report = s.report("g").await;
+    let status = |id: &str| {
+        report["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|i| i["instanceId"] == id)
+            .map(|i| i["scaleStatus"].clone())
+            .unwrap_or_else(|| panic!("{id} in {report}"))
+    };
+    assert_eq!(status("lower"), "IN USE");
+    assert_eq!(status("draining"), "GRACEFUL SHUTDOWN");
+    assert_eq!(status("polled"), "ONLINE");
+    assert_eq!(report["count"], 4);
+    assert_eq!(
+        samples(&s, "g").await,
+        [("lower".to_owned(), 1), ("same".to_owned(), 1)].into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_of_one_group_lose_no_update() {
+    for embedded in [false, true] {
+        concurrent_edits(embedded).await;
+    }
+}
+
+async fn concurrent_edits(embedded: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::new(dir.path());
+    let s = if embedded { config.embedded() } else { config }
+        .start()
+        .await;
+    let mut g = group("g");
+    g["scalingOptions"]["maxDesired"] = json!(1000);
+    s.create_group(&g).await;
+    let edits = (0..24).map(|i| {
+        let s = &s;
+        async move {
+            let reply = if i % 2 == 0 {
+                s.post(
+                    "/groups/g/actions/launch-protected",
+                    json!({"count": 1, "protectedTTLSec": 60}),
+                )
+                .await
+            } else {
+                s.put("/groups/g/scaling-options", json!({"scaleUpQuantity": i}))
+                    .await
+            };
+            assert_eq!(reply.status, 200, "{reply:?}");
+        }
+    });
+    futures::future::join_all(edits).await;
+    let g = s.group("g").await;
+    assert_eq!(
+        g["scalingOptions"]["desiredCount"],
+        1 + 12,
+        "embedded {embedded}: {g}"
+    );
+}
