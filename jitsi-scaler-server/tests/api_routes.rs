@@ -83,12 +83,17 @@ async fn groups_are_created_listed_sorted_filtered_and_keep_unknown_fields() {
     a["tags"] = json!({"release_number": "151"});
     s.create_group(&a).await;
 
-    // Case-insensitive order: a < B < c < lonely.
+    let mut upper = group("A-group");
+    upper.as_object_mut().expect("o").remove("tags");
+    s.create_group(&upper).await;
+
+    // Case-insensitive order, ties by bytes: A < a < B < c < lonely.
     let all = s.get("/groups").await;
     assert_eq!(all.status, 200);
     assert_eq!(
         names(&all.json()),
         [
+            "A-group",
             "a-group",
             "B-group",
             "c-group",
@@ -538,9 +543,11 @@ async fn full_scaling_selects_case_insensitively_and_skips_scheduled_groups() {
     let j2 = make("j2", "US-ASHBURN-1", "PROD");
     let j3 = make("j3", "eu-frankfurt-1", "prod");
     let j4 = make("j4", "us-ashburn-1", "prod");
+    let mut j5 = make("j5", "us-ashburn-1", "prod");
+    j5["enableScheduler"] = json!(false);
     let mut jibri = make("jibri1", "us-ashburn-1", "prod");
     jibri["type"] = json!("jibri");
-    for g in [&j1, &j2, &j3, &j4, &jibri] {
+    for g in [&j1, &j2, &j3, &j4, &j5, &jibri] {
         s.create_group(g).await;
     }
     s.put(
@@ -572,7 +579,7 @@ async fn full_scaling_selects_case_insensitively_and_skips_scheduled_groups() {
             "{name}"
         );
     }
-    for name in ["j3", "j4", "jibri1"] {
+    for name in ["j3", "j4", "j5", "jibri1"] {
         assert_eq!(
             s.group(name).await["scalingOptions"]["desiredCount"],
             1,
@@ -965,6 +972,22 @@ async fn scheduled_scaling_get_put_delete() {
         (&o["minDesired"], &o["maxDesired"], &o["desiredCount"]),
         (&json!(2), &json!(6), &json!(2))
     );
+
+    // Disabling restores the base options and lets full-scaling select the group again.
+    let mut disabled = config.clone();
+    disabled["enabled"] = json!(false);
+    s.put("/groups/g/scheduled-scaling", disabled)
+        .await
+        .expect(200, &json!({"save": "OK"}));
+    let g = s.group("g").await;
+    assert_eq!(g["enableScheduler"], true);
+    assert_eq!(g["scalingOptions"], group("g")["scalingOptions"]);
+    let view = s.get("/groups/g/scheduled-scaling").await.json();
+    assert_eq!(view["activePeriod"], Value::Null, "{view}");
+    assert_eq!(view["scheduledScalingActivePeriod"], Value::Null, "{view}");
+    s.put("/groups/g/scheduled-scaling", config.clone())
+        .await
+        .expect(200, &json!({"save": "OK"}));
 
     s.delete("/groups/g/scheduled-scaling")
         .await
