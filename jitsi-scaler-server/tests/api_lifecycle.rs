@@ -292,6 +292,60 @@ async fn load_scales_up_then_down_and_the_victim_is_told_to_shut_down() {
 }
 
 #[tokio::test]
+async fn instances_launched_under_launch_protection_are_never_victims() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let instance = dir.path().join("instance.sh");
+    harness::write_script(&instance, "#!/bin/sh\nexec sleep 600");
+    let s = Config::new(dir.path())
+        .set("--local-executable", instance.display().to_string())
+        .start()
+        .await;
+    let mut g = group("p");
+    g["enableLaunch"] = json!(true);
+    g["scalingOptions"]["minDesired"] = json!(0);
+    g["scalingOptions"]["desiredCount"] = json!(0);
+    s.create_group(&g).await;
+    s.post(
+        "/groups/p/actions/launch-protected",
+        json!({"count": 1, "protectedTTLSec": 600}),
+    )
+    .await
+    .expect(200, &json!({"launch": "OK"}));
+    let id = eventually("the protected launch", || async {
+        let r = s.report("p").await;
+        let i = instances(&r).first()?.clone();
+        (i["isScaleDownProtected"] == true && r["scaleDownProtectedCount"] == 1)
+            .then(|| i["instanceId"].as_str().unwrap_or_default().to_owned())
+    })
+    .await;
+    s.sidecar("status", jvb_report(&id, "p", 0.0))
+        .await
+        .expect(200, &json!({"shutdown": false, "reconfigure": null}));
+
+    // Desired back to 0: the launcher runs, but the only instance is protected.
+    s.put("/groups/p/desired", json!({"desiredCount": 0}))
+        .await
+        .expect(200, &json!({"save": "OK"}));
+    let changed = jiff::Timestamp::now();
+    eventually("two launcher runs after the change", || async {
+        let audit = s.get("/groups/p/group-audit").await.json()["audit"].clone();
+        let run: jiff::Timestamp = audit["lastLauncherRun"].as_str()?.parse().ok()?;
+        (run.duration_since(changed) > jiff::SignedDuration::from_secs(2)).then_some(())
+    })
+    .await;
+    s.sidecar("status", jvb_report(&id, "p", 0.0))
+        .await
+        .expect(200, &json!({"shutdown": false, "reconfigure": null}));
+    let report = s.report("p").await;
+    assert_eq!(
+        find(instances(&report), &id)["isShuttingDown"],
+        false,
+        "{report}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn group_edits_and_commands_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::new(dir.path()).embedded();
