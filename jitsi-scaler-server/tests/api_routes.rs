@@ -1480,6 +1480,11 @@ async fn metrics_expose_the_reference_names() {
         Some(4.0)
     );
     assert_eq!(sample(&text, "autoscaling_groups_managed"), Some(1.0));
+    assert_eq!(
+        sample(&text, "jitsi_scaler_leader"),
+        Some(1.0),
+        "a single node leads"
+    );
     s.put("/groups/g/desired", json!({"desiredCount": 3})).await;
     harness::eventually("desired count 3 exported", desired(3.0)).await;
     s.sidecar("shutdown", details("i-1", "g")).await;
