@@ -125,6 +125,15 @@ impl Scaler {
             .then(|| self.now() + group.grace_period_ttl_sec as i64 * 1000)
     }
 
+    /// The oldest metric sample time a read asks the store for. The reports and checks of this
+    /// module need no samples, but the memory and embedded stores drop every sample older than
+    /// the time a snapshot asks from: asking from "now" would erase the autoscaler's window on
+    /// every `GET /groups/:name/report`. Asking from the retention edge (as the reconcile does)
+    /// drops only what has expired anyway.
+    fn samples_since(&self) -> i64 {
+        self.now() - self.options().pass.timings.metric_ttl_ms
+    }
+
     /// Reads a group or 404.
     async fn record(&self, name: &str) -> Result<GroupRecord, AdminError> {
         self.store()
@@ -279,7 +288,7 @@ impl Scaler {
     pub async fn delete_group(&self, name: &str) -> Result<(), AdminError> {
         let snapshot = self
             .store()
-            .snapshot(name, self.now())
+            .snapshot(name, self.samples_since())
             .await?
             .ok_or_else(|| AdminError::NotFound(name.to_owned()))?;
         let now = self.now();
@@ -734,7 +743,7 @@ impl Scaler {
         let now = self.now();
         let snap = self
             .store()
-            .snapshot(name, now)
+            .snapshot(name, self.samples_since())
             .await?
             .ok_or_else(|| AdminError::NotFound(name.to_owned()))?;
         Ok(group_report(

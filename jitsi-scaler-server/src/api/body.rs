@@ -23,8 +23,40 @@ async fn read(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         })
 }
 
+/// Deepest JSON nesting a sidecar body may have: serde_json's own recursion limit. Sidecar
+/// metadata is stored verbatim, so anything deeper would be stored and later be unreadable
+/// by every consumer with a default JSON parser.
+pub const MAX_SIDECAR_DEPTH: usize = 128;
+
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped; the text need
+/// not be valid: the parser decides that).
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// A sidecar body: any content type (the sidecar always sends JSON; R1 asks to parse it
-/// whatever the header says).
+/// whatever the header says), at most [`MAX_SIDECAR_DEPTH`] levels deep.
 #[derive(Debug)]
 pub struct SidecarBody(pub Bytes);
 
@@ -32,9 +64,13 @@ impl FromRequest<AppState> for SidecarBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        read(req, state.limits.max_body_bytes)
-            .await
-            .map(SidecarBody)
+        let bytes = read(req, state.limits.max_body_bytes).await?;
+        if nesting_depth(&bytes) > MAX_SIDECAR_DEPTH {
+            return Err(ApiError::BadRequest(format!(
+                "malformed JSON body: nested deeper than {MAX_SIDECAR_DEPTH} levels"
+            )));
+        }
+        Ok(SidecarBody(bytes))
     }
 }
 
@@ -78,7 +114,20 @@ impl FromRequest<AppState> for JsonBody {
 
 #[cfg(test)]
 mod tests {
-    use super::is_json;
+    use super::{is_json, nesting_depth};
+
+    #[test]
+    fn nesting_depth_skips_strings() {
+        assert_eq!(nesting_depth(b"{}"), 1);
+        assert_eq!(nesting_depth(br#"{"a":[1,{"b":[]}],"c":{}}"#), 4);
+        assert_eq!(nesting_depth(br#"{"a":"[[[[{{{{"}"#), 1);
+        assert_eq!(nesting_depth(br#"{"a":"x\"[[[","b":[]}"#), 2);
+        assert_eq!(nesting_depth(br#"{"a":"\\","b":[[]]}"#), 3);
+        assert_eq!(nesting_depth(b"]]]]{"), 1);
+        assert_eq!(nesting_depth(b""), 0);
+        let deep = "[".repeat(500) + &"]".repeat(500);
+        assert_eq!(nesting_depth(deep.as_bytes()), 500);
+    }
 
     #[test]
     fn json_media_types() {

@@ -1,8 +1,11 @@
 //! The admin routes (rest-api.md §3–§7). Handlers parse, call the engine, and answer.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -10,6 +13,31 @@ use super::body::JsonBody;
 use super::{ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
+
+/// `{"<key>": value}`, serialized straight into the body. Never through `serde_json::Value`
+/// (what `json!` does, unwrapping): stored sidecar metadata is kept verbatim and may be
+/// nested deeper than serde_json's recursion limit, which that conversion refuses.
+fn wrapped<T: serde::Serialize>(key: &'static str, value: T) -> Json<BTreeMap<&'static str, T>> {
+    Json(BTreeMap::from([(key, value)]))
+}
+
+type Wrapped<T> = Result<Json<BTreeMap<&'static str, T>>, ApiError>;
+
+/// The `{name}` path segment. A segment that does not decode (not UTF-8) is a JSON 400 like
+/// every other error, not axum's plain-text rejection.
+#[derive(Debug)]
+pub struct GroupName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for GroupName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| GroupName(name))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
 
 fn saved() -> Answer {
     Ok(Json(json!({"save": "OK"})))
@@ -59,20 +87,27 @@ fn decode(s: &str) -> String {
 #[utoipa::path(get, path = "/groups", tag = "groups",
     params(("tag.<key>" = Option<String>, Query, description = "Only groups whose tag <key> equals the value (repeatable)")),
     responses((status = 200, description = "{\"instanceGroups\":[...]}", body = Object)))]
-pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Answer {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Wrapped<Vec<jitsi_scaler_core::group::Group>> {
     let groups = state
         .scaler
         .list_groups(&tag_filters(query.as_deref()))
         .await?;
-    Ok(Json(json!({"instanceGroups": groups})))
+    Ok(wrapped("instanceGroups", groups))
 }
 
 /// `GET /groups/{name}`.
 #[utoipa::path(get, path = "/groups/{name}", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"instanceGroup\":{...}}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(
-        json!({"instanceGroup": state.scaler.get_group(&name).await?}),
+pub async fn get(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<jitsi_scaler_core::group::Group> {
+    Ok(wrapped(
+        "instanceGroup",
+        state.scaler.get_group(&name).await?,
     ))
 }
 
@@ -82,7 +117,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Ans
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid group")))]
 pub async fn put(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.put_group(&name, &body).await?;
@@ -93,7 +128,7 @@ pub async fn put(
 #[utoipa::path(delete, path = "/groups/{name}", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{}", body = Object), (status = 400, description = "The group has active instances"),
               (status = 404, description = "Unknown group")))]
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn delete(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     state.scaler.delete_group(&name).await?;
     Ok(Json(json!({})))
 }
@@ -113,7 +148,7 @@ pub async fn reset(State(state): State<AppState>) -> Answer {
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn desired(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.set_desired(&name, &body).await?;
@@ -126,7 +161,7 @@ pub async fn desired(
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn scaling_options(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.set_scaling_options(&name, &body).await?;
@@ -139,7 +174,7 @@ pub async fn scaling_options(
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn scaling_activities(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.set_scaling_activities(&name, &body).await?;
@@ -152,7 +187,7 @@ pub async fn scaling_activities(
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn instance_configuration(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state
@@ -187,7 +222,7 @@ pub async fn full_scaling(
     responses((status = 200, description = "{\"launch\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn launch_protected(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.launch_protected(&name, &body).await?;
@@ -199,7 +234,7 @@ pub async fn launch_protected(
     responses((status = 200, description = "{\"save\":\"OK\",\"instances\":[...]}", body = Object),
               (status = 403, description = "Reconfiguration disabled for the group"), (status = 404, description = "Unknown group"),
               (status = 500, description = "Failed to trigger reconfiguration")))]
-pub async fn reconfigure(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn reconfigure(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     match state.scaler.reconfigure_instances(&name).await {
         Ok(instances) => Ok(Json(json!({"save": "OK", "instances": instances}))),
         Err(jitsi_scaler_core::engine::admin::AdminError::Store(e)) => {
@@ -216,34 +251,40 @@ pub async fn reconfigure(State(state): State<AppState>, Path(name): Path<String>
 /// `GET /groups/{name}/report`.
 #[utoipa::path(get, path = "/groups/{name}/report", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"groupReport\":{...}}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn report(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(
-        json!({"groupReport": state.scaler.group_report(&name).await?}),
+pub async fn report(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<jitsi_scaler_core::report::GroupReport> {
+    Ok(wrapped(
+        "groupReport",
+        state.scaler.group_report(&name).await?,
     ))
 }
 
 /// `GET /groups/{name}/group-audit`.
 #[utoipa::path(get, path = "/groups/{name}/group-audit", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"audit\":{...}}", body = Object), (status = 404, description = "No group and no audit")))]
-pub async fn group_audit(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(
-        json!({"audit": state.scaler.group_audit(&name).await?}),
-    ))
+pub async fn group_audit(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<jitsi_scaler_core::audit::GroupAuditLog> {
+    Ok(wrapped("audit", state.scaler.group_audit(&name).await?))
 }
 
 /// `GET /groups/{name}/instance-audit`.
 #[utoipa::path(get, path = "/groups/{name}/instance-audit", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"audit\":[...]}", body = Object), (status = 404, description = "No group and no audit")))]
-pub async fn instance_audit(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
-    Ok(Json(
-        json!({"audit": state.scaler.instance_audit(&name).await?}),
-    ))
+pub async fn instance_audit(
+    State(state): State<AppState>,
+    GroupName(name): GroupName,
+) -> Wrapped<Vec<jitsi_scaler_core::audit::InstanceAudit>> {
+    Ok(wrapped("audit", state.scaler.instance_audit(&name).await?))
 }
 
 /// `GET /groups/{name}/scheduled-scaling`.
 #[utoipa::path(get, path = "/groups/{name}/scheduled-scaling", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "The configuration and the active period", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn get_schedule(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn get_schedule(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     let view = state.scaler.scheduled_scaling(&name).await?;
     serde_json::to_value(view)
         .map(Json)
@@ -256,7 +297,7 @@ pub async fn get_schedule(State(state): State<AppState>, Path(name): Path<String
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 400, description = "Invalid"), (status = 404, description = "Unknown group")))]
 pub async fn put_schedule(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    GroupName(name): GroupName,
     JsonBody(body): JsonBody,
 ) -> Answer {
     state.scaler.put_scheduled_scaling(&name, &body).await?;
@@ -266,7 +307,7 @@ pub async fn put_schedule(
 /// `DELETE /groups/{name}/scheduled-scaling`.
 #[utoipa::path(delete, path = "/groups/{name}/scheduled-scaling", tag = "groups", params(("name" = String, Path)),
     responses((status = 200, description = "{\"save\":\"OK\"}", body = Object), (status = 404, description = "Unknown group")))]
-pub async fn delete_schedule(State(state): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn delete_schedule(State(state): State<AppState>, GroupName(name): GroupName) -> Answer {
     state.scaler.delete_scheduled_scaling(&name).await?;
     saved()
 }

@@ -1,18 +1,21 @@
 //! Health, readiness and metrics (the metrics port, as the reference: no auth).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 
-/// `?deep=…`
-#[derive(Debug, Deserialize)]
-pub struct HealthQuery {
-    deep: Option<String>,
+/// Whether the query asks for the deep check: any non-empty `deep` value, as the reference's
+/// `req.query.deep` truthiness (`?deep=1`, `?deep=1&deep=1`, `?deep=%FF` alike). Read by hand:
+/// a typed query extractor would refuse repeated keys with a plain-text 400.
+fn wants_deep(query: Option<&str>) -> bool {
+    query.unwrap_or_default().split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        key == "deep" && !value.is_empty()
+    })
 }
 
 /// What a deep check found.
@@ -40,13 +43,13 @@ async fn deep_check(state: &AppState) -> Deep {
 /// failed). With `Accept: application/json`, the deep answer is JSON with the leadership.
 pub async fn health(
     State(state): State<AppState>,
-    Query(q): Query<HealthQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     if state.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    if q.deep.as_deref().is_none_or(str::is_empty) {
+    if !wants_deep(query.as_deref()) {
         return (StatusCode::OK, "healthy!").into_response();
     }
     let d = deep_check(&state).await;
@@ -122,4 +125,26 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_deep;
+
+    #[test]
+    fn deep_is_any_non_empty_value() {
+        for q in [
+            "deep=1",
+            "deep=true",
+            "x=1&deep=yes",
+            "deep=1&deep=2",
+            "deep=%FF",
+        ] {
+            assert!(wants_deep(Some(q)), "{q}");
+        }
+        for q in ["", "deep=", "deep", "deeper=1", "x=deep"] {
+            assert!(!wants_deep(Some(q)), "{q}");
+        }
+        assert!(!wants_deep(None));
+    }
 }
