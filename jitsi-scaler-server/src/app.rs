@@ -508,8 +508,15 @@ async fn serve(
         api_routes.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // Health keeps answering (`503 shutting down`) until the API has drained, so probes see it.
+    let api_drained = CancellationToken::new();
     let metrics = axum::serve(metrics_listener, api::metrics_router(state.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        .with_graceful_shutdown(api_drained.clone().cancelled_owned());
+    let api = async {
+        let result = api.into_future().await;
+        api_drained.cancel();
+        result
+    };
     let stopping = {
         let state = state.clone();
         let shutdown = shutdown.clone();
@@ -521,7 +528,7 @@ async fn serve(
             );
         }
     };
-    let (api, metrics, ()) = tokio::join!(api.into_future(), metrics.into_future(), stopping);
+    let (api, metrics, ()) = tokio::join!(api, metrics.into_future(), stopping);
     engine_stop.cancel();
     let engine_result = match engine.await {
         Ok(r) => r.map_err(AppError::from),

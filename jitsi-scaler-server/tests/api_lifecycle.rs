@@ -283,11 +283,18 @@ async fn load_scales_up_then_down_and_the_victim_is_told_to_shut_down() {
     })
     .await;
     assert!(is_iso(&entry["terminationConfirmation"]), "{entry}");
-    eventually("the cloud lists the survivor only", || async {
+    let report = eventually("the cloud lists the survivor only", || async {
         let r = s.report("rt").await;
-        (r["cloudCount"] == 1 && r["unTrackedCount"] == 0 && r["count"] == 1).then_some(())
+        (r["cloudCount"] == 1 && r["unTrackedCount"] == 0).then_some(r)
     })
     .await;
+    // The terminated instance keeps its state until it expires, as the reference keeps it.
+    let gone = find(
+        report["instances"].as_array().map_or(&[], Vec::as_slice),
+        &victim,
+    )
+    .clone();
+    assert_eq!(gone["scaleStatus"], "SHUTDOWN COMPLETE", "{gone}");
     s.stop().await;
 }
 

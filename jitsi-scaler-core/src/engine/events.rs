@@ -140,6 +140,11 @@ pub enum EngineEvent {
         /// Group.
         group: String,
     },
+    /// A scheduled-scaling transition could not be written.
+    ScheduledScalingError {
+        /// Group.
+        group: String,
+    },
     /// A store call of a reconcile failed.
     StoreError {
         /// Group.

@@ -190,30 +190,24 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
         let live: Vec<&InstanceRecord> = decision.live().collect();
         pass.orphans(&record.group, &live).await?;
     }
-    let mut remove: Vec<String> = decision
-        .expired
-        .iter()
-        .map(|r| r.state.instance_id.clone())
-        .collect();
     let draining: Vec<&InstanceRecord> = decision
         .shutting_down
         .iter()
         .chain(decision.expired.iter())
         .copied()
         .collect();
-    remove.extend(pass.drains(&record.group, &draining).await?);
-    remove.sort();
-    remove.dedup();
-    if !remove.is_empty() {
+    pass.drains(&record.group, &draining).await?;
+    let expired: Vec<String> = decision
+        .expired
+        .iter()
+        .map(|r| r.state.instance_id.clone())
+        .collect();
+    if !expired.is_empty() {
         shared
             .store
-            .remove_instances(name, &remove, Some(token))
+            .remove_instances(name, &expired, Some(token))
             .await?;
-        pass.report.expired = decision
-            .expired
-            .iter()
-            .map(|r| r.state.instance_id.clone())
-            .collect();
+        pass.report.expired = expired;
     }
     pass.converge(&record.group, &decision, cloud.as_deref());
     pass.write_runtime(name, &snap.runtime).await?;
@@ -437,11 +431,17 @@ impl Pass<'_> {
             protected_until_ms: old.protected_until_ms,
         };
         if decision.desired_changed || decision.transition.is_some() || grace_until.is_some() {
-            record.version = self
+            let written = self
                 .shared
                 .store
                 .put_group(&record, Expect::Version(old.version), self.fence())
-                .await?;
+                .await;
+            if written.is_err() && decision.transition.is_some() {
+                self.event(EngineEvent::ScheduledScalingError {
+                    group: group.name.clone(),
+                });
+            }
+            record.version = written?;
             self.shared.cache_group(&record.group);
         }
         self.audit(&group.name, audits).await?;
@@ -859,21 +859,20 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// The termination policy's follow-up of draining instances. Returns the instances
-    /// terminated (their states are removed).
+    /// The termination policy's follow-up of draining instances. A terminated instance keeps
+    /// its (shutting-down) state until it expires, as in the reference.
     async fn drains(
         &mut self,
         group: &Group,
         records: &[&InstanceRecord],
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(), StoreError> {
         let policy = group.termination_policy();
         if policy == TerminationPolicy::Sidecar || records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let now = self.now;
         let drain_timeout = group.drain_timeout_sec() as i64 * 1000;
         let silence = self.shared.options.drain_silence.as_millis() as i64;
-        let mut terminated = Vec::new();
         for rec in records {
             let flags = &rec.flags;
             let reason = if flags.shutdown_confirmed_ms.is_some() {
@@ -888,14 +887,10 @@ impl Pass<'_> {
                 None
             };
             let Some(reason) = reason else { continue };
-            if self
-                .terminate(group, &rec.state.instance_id, reason)
-                .await?
-            {
-                terminated.push(rec.state.instance_id.clone());
-            }
+            self.terminate(group, &rec.state.instance_id, reason)
+                .await?;
         }
-        Ok(terminated)
+        Ok(())
     }
 
     /// Terminates one instance through the provider (idempotent), with per-instance back-off.
@@ -935,6 +930,10 @@ impl Pass<'_> {
         {
             Ok(()) => {
                 tracing::info!(group = %group.name, instance = instance_id, reason, "terminated through the provider");
+                // Gone from the cloud: not an untracked instance until the next listing says so.
+                if let Some(cloud) = self.runtime.cloud.as_mut() {
+                    cloud.instances.retain(|c| c.instance_id != instance_id);
+                }
                 self.runtime.terminate_retry_at_ms.insert(
                     instance_id.to_owned(),
                     TerminateRetry {

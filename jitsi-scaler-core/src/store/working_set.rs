@@ -403,31 +403,31 @@ impl WorkingSet {
     /// A group with its instances, samples from `samples_since_ms` on (older ones are dropped),
     /// and runtime.
     pub(super) fn snapshot(
-        &mut self,
+        &self,
         group: &str,
         samples_since_ms: UnixMillis,
         now: UnixMillis,
     ) -> Option<GroupSnapshot> {
         let record = self.groups.get(group).cloned()?;
         let instances = self.records(group, now);
-        let mut samples = Vec::new();
-        if let Some(series) = self.samples.get_mut(group) {
-            let dirty = &mut self.dirty;
-            series.retain(|id, s| {
-                let before = s.samples.len();
-                trim_series(&mut s.samples, samples_since_ms);
-                if s.samples.len() != before {
-                    dirty.insert(Key::Samples(group.to_owned(), id.clone()));
-                }
-                if !s.samples.is_empty() {
-                    samples.push(InstanceSamples {
-                        instance_id: id.clone(),
-                        samples: s.samples.clone(),
-                    });
-                }
-                !s.samples.is_empty()
-            });
-        }
+        // Reads only filter: samples are trimmed on write and by the sweep, never by a reader
+        // that happens to ask for a shorter span than another.
+        let samples = self
+            .samples
+            .get(group)
+            .map(|series| {
+                series
+                    .iter()
+                    .filter_map(|(id, s)| {
+                        let from = s.samples.partition_point(|x| x.at_ms < samples_since_ms);
+                        (from < s.samples.len()).then(|| InstanceSamples {
+                            instance_id: id.clone(),
+                            samples: s.samples[from..].to_vec(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let runtime = self.runtime.get(group).cloned().unwrap_or_default();
         Some(GroupSnapshot {
             record,

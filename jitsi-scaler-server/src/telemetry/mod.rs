@@ -82,6 +82,7 @@ pub struct Metrics {
     terminate_errors: Arc<Family>,
     list_errors: Arc<Family>,
     transitions: Arc<Family>,
+    schedule_errors: Arc<Family>,
     store_errors: Arc<Family>,
     groups_managed: Arc<Family>,
     desired: Arc<Family>,
@@ -216,6 +217,11 @@ impl Metrics {
             "Scheduled-scaling transitions",
             g,
         );
+        let schedule_errors = r.counter(
+            "scheduled_scaling_errors_total",
+            "Scheduled-scaling transitions not written",
+            g,
+        );
         let store_errors = r.counter(
             "jitsi_scaler_store_errors_total",
             "Reconciles stopped by a store error",
@@ -286,6 +292,7 @@ impl Metrics {
             terminate_errors.clone(),
             list_errors.clone(),
             transitions.clone(),
+            schedule_errors.clone(),
             store_errors.clone(),
             decision_skipped.clone(),
             desired.clone(),
@@ -325,6 +332,7 @@ impl Metrics {
             terminate_errors,
             list_errors,
             transitions,
+            schedule_errors,
             store_errors,
             groups_managed,
             desired,
@@ -449,6 +457,7 @@ impl Observer for Metrics {
             EngineEvent::Listed { .. } => self.job_process.inc(&["SANITY"]),
             EngineEvent::ScheduledTransition { group } => self.transitions.inc(&[group]),
             EngineEvent::StoreError { group } => self.store_errors.inc(&[group]),
+            EngineEvent::ScheduledScalingError { group } => self.schedule_errors.inc(&[group]),
             EngineEvent::Gauges(g) => self.gauges(g),
             EngineEvent::GroupRemoved { group } => self.remove_group(group),
         }
