@@ -391,7 +391,8 @@ async fn without_list_and_terminate_scripts() {
         provider.capabilities(),
         Capabilities {
             list: false,
-            terminate: false
+            terminate: false,
+            load_feedback: false
         }
     );
     let g = group("plain");

@@ -133,6 +133,9 @@ pub struct Capabilities {
     pub list: bool,
     /// `terminate` can remove an instance.
     pub terminate: bool,
+    /// `observe_load` uses the instances' load (for example to steer the platform's own
+    /// scale-down order); the engine calls it only when set.
+    pub load_feedback: bool,
 }
 
 impl Default for Capabilities {
@@ -140,6 +143,7 @@ impl Default for Capabilities {
         Self {
             list: true,
             terminate: true,
+            load_feedback: false,
         }
     }
 }
@@ -175,6 +179,17 @@ pub trait CloudProvider: Send + Sync {
 
     /// Terminates one instance; an instance that is already gone is success.
     async fn terminate(&self, group: &Group, instance_id: &str) -> Result<(), ProviderError>;
+
+    /// The load of the group's running instances after a reconcile (participants, allocated CPU,
+    /// connections or stress; 1 for a busy Jibri, 0 for an idle one). Called only when
+    /// [`Capabilities::load_feedback`] is set.
+    async fn observe_load(
+        &self,
+        _group: &Group,
+        _loads: &[(String, f64)],
+    ) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 /// A display name in the reference's format: `<group>-<5 random [A-Za-z0-9]>`.

@@ -753,3 +753,84 @@ async fn cooldowns_can_differ_by_direction() {
         "D16: down cooldown"
     );
 }
+
+/// A fake cloud that wants load feedback and records it.
+#[derive(Debug, Default)]
+struct LoadAwareCloud {
+    inner: FakeCloud,
+    loads: std::sync::Mutex<Vec<(String, f64)>>,
+}
+
+#[async_trait]
+impl jitsi_scaler_core::provider::CloudProvider for LoadAwareCloud {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn capabilities(&self) -> jitsi_scaler_core::provider::Capabilities {
+        jitsi_scaler_core::provider::Capabilities {
+            load_feedback: true,
+            ..Default::default()
+        }
+    }
+    async fn launch(
+        &self,
+        g: &jitsi_scaler_core::group::Group,
+        r: &jitsi_scaler_core::provider::LaunchRequest,
+    ) -> jitsi_scaler_core::provider::LaunchOutcome {
+        self.inner.launch(g, r).await
+    }
+    async fn list(
+        &self,
+        g: &jitsi_scaler_core::group::Group,
+    ) -> Result<Vec<jitsi_scaler_core::instance::CloudInstance>, ProviderError> {
+        self.inner.list(g).await
+    }
+    async fn terminate(
+        &self,
+        g: &jitsi_scaler_core::group::Group,
+        id: &str,
+    ) -> Result<(), ProviderError> {
+        self.inner.terminate(g, id).await
+    }
+    async fn observe_load(
+        &self,
+        _g: &jitsi_scaler_core::group::Group,
+        loads: &[(String, f64)],
+    ) -> Result<(), ProviderError> {
+        *self.loads.lock().unwrap() = loads.to_vec();
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_aware_providers_hear_the_load_of_running_instances() {
+    let clock = Arc::new(jitsi_scaler_core::clock::TokioClock::starting_at(T0));
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let cloud = Arc::new(LoadAwareCloud::default());
+    let scaler = Scaler::builder(store.clone())
+        .providers(ProviderRegistry::new().with(cloud.clone()))
+        .clock(clock)
+        .options(options())
+        .build();
+    let g = jvb_group("jvb", 1, 2, 5);
+    store
+        .put_group(&GroupRecord::new(g.clone()), Expect::Any, None)
+        .await
+        .unwrap();
+    scaler.group_changed(&g);
+    for (id, stress) in [("a", 0.2), ("b", 0.6)] {
+        let body = json!({"instance": {"instanceId": id, "instanceType": "JVB", "group": "jvb"},
+            "stats": {"stress_level": stress, "participants": stress * 10.0}, "timestamp": 1});
+        let report =
+            jitsi_scaler_core::sidecar::parse_stats_report(body.to_string().as_bytes()).unwrap();
+        scaler.report(&report).await.unwrap();
+    }
+    scaler.reconcile_now("jvb").await.unwrap();
+    let mut loads = cloud.loads.lock().unwrap().clone();
+    loads.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        loads,
+        vec![("a".to_owned(), 2.0), ("b".to_owned(), 6.0)],
+        "participants, placeholders left out"
+    );
+}

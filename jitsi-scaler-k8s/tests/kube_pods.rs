@@ -146,6 +146,25 @@ async fn launch_list_across_pages_and_terminate() {
         Some("-5")
     );
     assert!(provider.deletion_cost_enabled(&g));
+    // Load feedback from the engine: the cost follows the load, written only when it changes.
+    let loads = vec![(first.instance_id.clone(), 3.0)];
+    provider.observe_load(&g, &loads).await.unwrap();
+    let cost = |pod: Pod| {
+        pod.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("controller.kubernetes.io/pod-deletion-cost")
+            .cloned()
+    };
+    let pod = pods.get(&first.instance_id).await.unwrap();
+    let version = pod.metadata.resource_version.clone();
+    assert_eq!(cost(pod).as_deref(), Some("300"));
+    provider.observe_load(&g, &loads).await.unwrap();
+    let pod = pods.get(&first.instance_id).await.unwrap();
+    assert_eq!(
+        pod.metadata.resource_version, version,
+        "unchanged cost: no write"
+    );
 
     provider.terminate(&g, &first.instance_id).await.unwrap();
     provider.terminate(&g, &first.instance_id).await.unwrap();

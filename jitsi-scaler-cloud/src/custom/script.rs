@@ -355,6 +355,7 @@ impl CloudProvider for ScriptProvider {
         Capabilities {
             list: self.config.list_script.is_some(),
             terminate: self.config.terminate_script.is_some(),
+            load_feedback: false,
         }
     }
 
@@ -508,7 +509,8 @@ mod tests {
             provider.capabilities(),
             Capabilities {
                 list: true,
-                terminate: false
+                terminate: false,
+                load_feedback: false
             }
         );
         let defaults = ScriptConfig::from_lookup(|_| None).expect("defaults");

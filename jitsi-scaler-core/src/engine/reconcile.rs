@@ -185,6 +185,13 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
 
     let record = pass.write_group(&snap.record, &decision).await?;
     pass.launcher(&record, &decision).await?;
+    if !pass.still_leader() {
+        // Another node leads now: it finishes what this pass started.
+        pass.report
+            .problems
+            .push("leadership lost during the reconcile".into());
+        return Ok(pass.report);
+    }
     if !pass.report.listed && pass.sanity_due() {
         pass.sanity(&record.group).await;
         let live: Vec<&InstanceRecord> = decision.live().collect();
@@ -209,6 +216,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
             .await?;
         pass.report.expired = expired;
     }
+    pass.feed_load(&record.group, &decision).await;
     pass.converge(&record.group, &decision, cloud.as_deref());
     pass.write_runtime(name, &snap.runtime).await?;
     Ok(pass.report)
@@ -982,6 +990,40 @@ impl Pass<'_> {
                 });
                 Ok(false)
             }
+        }
+    }
+
+    /// Tells a load-aware provider the load of the running instances.
+    async fn feed_load(&mut self, group: &Group, decision: &GroupDecision<'_>) {
+        let Some(provider) = self
+            .provider
+            .clone()
+            .filter(|p| p.capabilities().load_feedback)
+        else {
+            return;
+        };
+        if self.shared.options.dry_run {
+            return;
+        }
+        let loads: Vec<(String, f64)> = decision
+            .active
+            .iter()
+            .filter(|r| !r.is_provisioning())
+            .map(|r| {
+                let status = &r.state.status;
+                let load = match (status.stats, status.jibri_status) {
+                    (Some(stats), _) => stats.load(),
+                    (None, Some(j)) if j.busy_status == crate::instance::BusyStatus::Busy => 1.0,
+                    _ => 0.0,
+                };
+                (r.state.instance_id.clone(), load)
+            })
+            .collect();
+        if let Err(e) = self
+            .call("load feedback", provider.observe_load(group, &loads))
+            .await
+        {
+            tracing::debug!(group = %group.name, error = %e, "load feedback failed");
         }
     }
 

@@ -94,6 +94,8 @@ impl Default for PodProviderConfig {
 pub struct PodProvider {
     client: kube::Client,
     config: PodProviderConfig,
+    /// The deletion cost last written per group and pod (only changes are written).
+    costs: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), i32>>>,
 }
 
 impl std::fmt::Debug for PodProvider {
@@ -146,7 +148,18 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 impl PodProvider {
     /// A provider using `client`.
     pub fn new(client: kube::Client, config: PodProviderConfig) -> Self {
-        Self { client, config }
+        Self {
+            client,
+            config,
+            costs: Default::default(),
+        }
+    }
+
+    /// The deletion cost of a load: its hundredths, so the least loaded pod goes first.
+    pub fn cost_of(load: f64) -> i32 {
+        (load * 100.0)
+            .round()
+            .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
     }
 
     fn group_config(&self, group: &Group) -> Result<KubernetesGroupConfig, ProviderError> {
@@ -349,6 +362,42 @@ impl PodProvider {
 impl CloudProvider for PodProvider {
     fn name(&self) -> &str {
         PROVIDER_NAME
+    }
+
+    fn capabilities(&self) -> jitsi_scaler_core::provider::Capabilities {
+        jitsi_scaler_core::provider::Capabilities {
+            load_feedback: true,
+            ..Default::default()
+        }
+    }
+
+    /// Writes `controller.kubernetes.io/pod-deletion-cost` from each pod's load when the group
+    /// asks for it (`kubernetes.deletionCost`), only where the cost changed.
+    async fn observe_load(
+        &self,
+        group: &Group,
+        loads: &[(String, f64)],
+    ) -> Result<(), ProviderError> {
+        if !self.deletion_cost_enabled(group) {
+            return Ok(());
+        }
+        let changed: Vec<(String, i32)> = {
+            let mut costs = self.costs.lock().unwrap_or_else(|p| p.into_inner());
+            costs.retain(|(g, pod), _| g != &group.name || loads.iter().any(|(p, _)| p == pod));
+            loads
+                .iter()
+                .map(|(pod, load)| (pod.clone(), Self::cost_of(*load)))
+                .filter(|(pod, cost)| costs.get(&(group.name.clone(), pod.clone())) != Some(cost))
+                .collect()
+        };
+        for (pod, cost) in changed {
+            self.set_deletion_cost(group, &pod, cost).await?;
+            self.costs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((group.name.clone(), pod), cost);
+        }
+        Ok(())
     }
 
     fn validate_group(&self, group: &Group) -> Vec<FieldError> {
