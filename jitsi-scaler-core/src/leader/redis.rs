@@ -2,7 +2,10 @@
 //!
 //! - Acquire: `SET <P>leader "<token> <identity>" NX PX <ttl>` in a script that first takes a
 //!   new token from `<P>leader-token` (`INCR`, raised above the store's fencing floor
-//!   `<P>fence` if that is higher, so a token can never be one the store already rejects).
+//!   `<P>fence` if that is higher, so a token can never be one the store already rejects), and
+//!   raises the floor to the new token: from the moment a new leader is elected, the store
+//!   rejects every write of an older one (a paused or cut-off leader that has not noticed yet),
+//!   not only once the new leader has written something.
 //! - Renew and release: scripts that act only when the lease still holds this node's token and
 //!   identity. A release also pushes to `<P>leader-handover`, on which followers wait
 //!   (`BLPOP`), so one takes over at once instead of after the TTL.
@@ -133,6 +136,7 @@ if floor >= token then
   redis.call('SET', KEYS[2], string.format('%d', token))
 end
 token = string.format('%d', token)
+redis.call('SET', KEYS[3], token)
 redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[4])
 return {1, token, ARGV[1], tonumber(ARGV[2])}

@@ -358,3 +358,39 @@ async fn tokens_start_above_the_store_fencing_floor() {
         .expect("the new leader writes");
     a.stop().await;
 }
+
+/// An election raises the store's fencing floor to the new token: a deposed leader's writes
+/// are rejected before the new leader has written anything.
+#[tokio::test]
+async fn an_election_fences_older_tokens_at_once() {
+    let Some(server) = test_server::shared() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let store =
+        RedisStore::open(&RedisConfig::new(server.url()).with_key_prefix(&prefix)).expect("store");
+    let ttl = Duration::from_secs(3);
+    let mut a = Node::start(&server.url(), &prefix, "a", ttl);
+    let (status, _) = a.wait_for("a leads", ttl * 2, |s| s.is_leader).await;
+    let old = status.token.unwrap_or_default();
+    store
+        .put_group(
+            &GroupRecord::new(crate::store::conformance::group("g", 1)),
+            Expect::Absent,
+            Some(old),
+        )
+        .await
+        .expect("the leader writes");
+    a.stop().await;
+    let mut b = Node::start(&server.url(), &prefix, "b", ttl);
+    let (status, _) = b.wait_for("b leads", ttl * 2, |s| s.is_leader).await;
+    let new = status.token.unwrap_or_default();
+    assert!(new > old, "{new} > {old}");
+    let rec = store.get_group("g").await.expect("get").expect("exists");
+    let stale = store.put_group(&rec, Expect::Any, Some(old)).await;
+    assert!(
+        matches!(stale, Err(crate::store::StoreError::Fenced { token, newest }) if token == old && newest == new),
+        "a write of the deposed leader: {stale:?}"
+    );
+    b.stop().await;
+}
