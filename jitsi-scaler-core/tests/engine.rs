@@ -497,6 +497,44 @@ async fn a_launch_without_answer_is_retried_with_the_same_keys() {
     );
 }
 
+/// A launch that succeeds clears its persisted intent, even when the pass changed nothing
+/// else in the group's runtime (here: no cloud listing is due), so the next pass does not send
+/// the same launch again.
+#[tokio::test(start_paused = true)]
+async fn a_completed_launch_leaves_no_intent_behind() {
+    let h = Harness::new();
+    let mut group = jvb_group("jvb", 0, 1, 5);
+    group.enable_auto_scale = false;
+    h.put(group).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 1);
+    assert!(r.listed, "the first pass lists the cloud");
+    h.scaler
+        .set_desired("jvb", &json!({"desiredCount": 3}))
+        .await
+        .unwrap();
+    advance(secs(1)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 2);
+    assert!(
+        !r.listed,
+        "no listing due: the launch is the pass's only runtime change"
+    );
+    let runtime = h.store.snapshot("jvb", 0).await.unwrap().unwrap().runtime;
+    assert_eq!(runtime.pending_launch, None, "the intent is done");
+    advance(secs(1)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.launched.is_empty());
+    assert_eq!(h.cloud.launches().len(), 2, "no launch was sent again");
+    let audit = h.store.group_audit("jvb").await.unwrap().unwrap();
+    let scale_ups = audit
+        .launcher_action_items
+        .iter()
+        .filter(|a| a.action_type == "scaleUp")
+        .count();
+    assert_eq!(scale_ups, 2, "each launch audited once");
+}
+
 /// Leads for the first `calls` token reads, then loses the lease.
 #[derive(Debug)]
 struct LosingLeader {

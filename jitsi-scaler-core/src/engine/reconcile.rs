@@ -147,6 +147,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
         now,
         provider,
         runtime: snap.runtime.clone(),
+        stored_runtime: snap.runtime.clone(),
         report,
     };
     report_missing_provider(&mut pass, &snap.record.group);
@@ -158,8 +159,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
         let protected = snap.record.launch_protected(now);
         pass.run_intent(&snap.record.group, intent, count, protected)
             .await?;
-        pass.write_runtime(&snap.record.group.name, &snap.runtime)
-            .await?;
+        pass.write_runtime(&snap.record.group.name).await?;
         shared_trigger(shared, name);
         return Ok(pass.report);
     }
@@ -219,7 +219,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
             .collect();
     }
     pass.converge(&record.group, &decision, cloud.as_deref());
-    pass.write_runtime(name, &snap.runtime).await?;
+    pass.write_runtime(name).await?;
     Ok(pass.report)
 }
 
@@ -243,6 +243,8 @@ struct Pass<'a> {
     now: UnixMillis,
     provider: Option<Arc<dyn CloudProvider>>,
     runtime: GroupRuntime,
+    /// The runtime as the store holds it: read at the start, or written since.
+    stored_runtime: GroupRuntime,
     report: ReconcileReport,
 }
 
@@ -352,12 +354,14 @@ impl Pass<'_> {
             .await
     }
 
-    async fn write_runtime(&self, group: &str, before: &GroupRuntime) -> Result<(), StoreError> {
-        if self.runtime != *before {
+    /// Writes the runtime when it differs from the stored one.
+    async fn write_runtime(&mut self, group: &str) -> Result<(), StoreError> {
+        if self.runtime != self.stored_runtime {
             self.shared
                 .store
                 .put_runtime(group, &self.runtime, self.fence())
                 .await?;
+            self.stored_runtime = self.runtime.clone();
         }
         Ok(())
     }
@@ -626,10 +630,7 @@ impl Pass<'_> {
             return Ok(());
         }
         self.runtime.pending_launch = Some(intent.clone());
-        self.shared
-            .store
-            .put_runtime(&group.name, &self.runtime, self.fence())
-            .await?;
+        self.write_runtime(&group.name).await?;
         self.run_intent(group, intent, count, protected).await
     }
 
