@@ -394,3 +394,42 @@ async fn an_election_fences_older_tokens_at_once() {
     );
     b.stop().await;
 }
+
+/// Two processes configured with the same identity never lead at once: the second waits for
+/// the first's lease to end and leads with a new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_with_one_identity_never_lead_at_once() {
+    let Some(server) = test_server::shared() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let ttl = Duration::from_secs(2);
+    let mut first = Node::start(&server.url(), &prefix, "same", ttl);
+    let (status, _) = first.wait_for("leads", ttl * 2, |s| s.is_leader).await;
+    let first_token = status.token.unwrap_or_default();
+    let mut second = Node::start(&server.url(), &prefix, "same", ttl);
+    second
+        .wait_for("sees the lease", ttl * 2, |s| s.token == Some(first_token))
+        .await;
+    // Over two lease lifetimes, the second never leads while the first does.
+    let until = Instant::now() + ttl * 2;
+    while Instant::now() < until {
+        assert!(
+            first.leadership.token().is_some(),
+            "the first keeps leading"
+        );
+        assert_eq!(
+            second.leadership.token(),
+            None,
+            "two leaders with one identity"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first stops and releases: the second leads, with a new token.
+    first.stop().await;
+    let (status, _) = second
+        .wait_for("takes over", ttl * 2, |s| s.is_leader)
+        .await;
+    assert!(status.token.unwrap_or_default() > first_token);
+    second.stop().await;
+}
