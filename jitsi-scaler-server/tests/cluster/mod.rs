@@ -117,16 +117,18 @@ pub struct Settings {
     pub cloud_url: String,
     /// More `serve` arguments.
     pub extra_args: Vec<String>,
+    /// `--identity` of every replica (default: its own `<name>-<incarnation>`).
+    pub identity: Option<String>,
 }
 
-/// One incarnation of a replica: `<name>-<incarnation>` is its identity, and the caller name
-/// the fake cloud records.
+/// One incarnation of a replica: `<name>-<incarnation>` is its identity (unless the settings
+/// give every replica the same one), and the caller name the fake cloud records.
 pub struct Replica {
     /// `a`, `b`, …
     pub name: String,
     /// 1 for the first process of this name, then 2, …
     pub incarnation: u32,
-    /// `<name>-<incarnation>`.
+    /// `<name>-<incarnation>`: the caller name at the cloud, and the identity.
     pub identity: String,
     /// `http://127.0.0.1:<api port>`.
     pub api: String,
@@ -158,7 +160,8 @@ impl Replica {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(["--store", "redis", "--redis-url", &settings.redis_url])
-            .args(["--leader-election", "redis", "--identity", &identity])
+            .args(["--leader-election", "redis", "--identity"])
+            .arg(settings.identity.as_deref().unwrap_or(&identity))
             .args(["--leader-lease-ttl-sec", &LEASE_TTL_SEC.to_string()])
             .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
             .args(["--initial-wait-for-pooling-ms", "0"])
