@@ -352,13 +352,15 @@ async fn killing_the_leader_mid_reconcile_never_launches_or_terminates_twice() {
         let (_, status) = cluster.leader_except(Some(&caller), ttl * 4).await;
         seen_takeovers.push(killed_at.elapsed());
         // When the new leader took the lease, by its own log.
-        let became = cluster
-            .log_lines(&status.identity, &["became leader"])
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["token"].as_u64() == status.token)
-            .find_map(|v| v["timestamp"].as_str()?.parse::<jiff::Timestamp>().ok())
-            .unwrap_or_else(|| panic!("{} logged no election", status.identity));
+        let became = eventually("the election in the log", SETTLE, || async {
+            cluster
+                .log_lines(&status.identity, &["became leader"])
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["token"].as_u64() == status.token)
+                .find_map(|v| v["timestamp"].as_str()?.parse::<jiff::Timestamp>().ok())
+        })
+        .await;
         let took = became.duration_since(killed_wall);
         takeovers.push(Duration::try_from(took).expect("elected after the kill"));
         converge(&cluster, &cloud, group, target).await;
