@@ -1,7 +1,7 @@
 //! Several `jitsi-scaler serve` processes on one real Redis, behind no load balancer but called
 //! in turn, with a counting fake cloud (an HTTP plugin) they all share: shared state, leader
-//! failover under SIGKILL, fencing of a paused leader (SIGSTOP/SIGCONT), and a Redis restart
-//! under load.
+//! failover under SIGKILL (and the handover on SIGTERM), fencing of a paused leader
+//! (SIGSTOP/SIGCONT), replicas configured with one identity, and a Redis restart under load.
 //!
 //! Every test skips (with a message) when `redis-server` is missing, unless
 //! `JITSI_SCALER_REQUIRE_SERVICES=1`.
