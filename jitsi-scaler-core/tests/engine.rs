@@ -504,6 +504,44 @@ async fn a_launch_without_answer_is_retried_with_the_same_keys() {
     );
 }
 
+/// A launch that succeeds clears its persisted intent, even when the pass changed nothing
+/// else in the group's runtime (here: no cloud listing is due), so the next pass does not send
+/// the same launch again.
+#[tokio::test(start_paused = true)]
+async fn a_completed_launch_leaves_no_intent_behind() {
+    let h = Harness::new();
+    let mut group = jvb_group("jvb", 0, 1, 5);
+    group.enable_auto_scale = false;
+    h.put(group).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 1);
+    assert!(r.listed, "the first pass lists the cloud");
+    h.scaler
+        .set_desired("jvb", &json!({"desiredCount": 3}))
+        .await
+        .unwrap();
+    advance(secs(1)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.launched.len(), 2);
+    assert!(
+        !r.listed,
+        "no listing due: the launch is the pass's only runtime change"
+    );
+    let runtime = h.store.snapshot("jvb", 0).await.unwrap().unwrap().runtime;
+    assert_eq!(runtime.pending_launch, None, "the intent is done");
+    advance(secs(1)).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.launched.is_empty());
+    assert_eq!(h.cloud.launches().len(), 2, "no launch was sent again");
+    let audit = h.store.group_audit("jvb").await.unwrap().unwrap();
+    let scale_ups = audit
+        .launcher_action_items
+        .iter()
+        .filter(|a| a.action_type == "scaleUp")
+        .count();
+    assert_eq!(scale_ups, 2, "each launch audited once");
+}
+
 /// Leads for the first `calls` token reads, then loses the lease.
 #[derive(Debug)]
 struct LosingLeader {
@@ -565,6 +603,123 @@ async fn leadership_lost_mid_reconcile_makes_no_further_provider_call() {
         .runtime
         .pending_launch;
     assert_eq!(pending.map(|p| p.slots.len()), Some(2));
+}
+
+/// Leads until a given instant of (paused) tokio time.
+#[derive(Debug)]
+struct LeaderUntil {
+    until: tokio::time::Instant,
+    token: FencingToken,
+}
+
+#[async_trait]
+impl Leadership for LeaderUntil {
+    fn token(&self) -> Option<FencingToken> {
+        (tokio::time::Instant::now() < self.until).then_some(self.token)
+    }
+    async fn run(&self, cancel: CancellationToken) {
+        cancel.cancelled().await;
+    }
+    fn status(&self) -> LeadershipStatus {
+        LeadershipStatus::default()
+    }
+}
+
+/// A cloud client that is throttled on its first attempt and sends the launch again after
+/// waiting 3 s, as a real client does.
+#[derive(Debug, Default)]
+struct RetryingCloud {
+    attempts: AtomicUsize,
+}
+
+#[async_trait]
+impl jitsi_scaler_core::provider::CloudProvider for RetryingCloud {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    async fn launch(
+        &self,
+        _group: &jitsi_scaler_core::group::Group,
+        request: &jitsi_scaler_core::provider::LaunchRequest,
+    ) -> jitsi_scaler_core::provider::LaunchOutcome {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(secs(3)).await;
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        jitsi_scaler_core::provider::LaunchOutcome {
+            launched: request
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(slot, s)| jitsi_scaler_core::provider::LaunchedInstance {
+                    slot,
+                    instance_id: format!("vm-{slot}"),
+                    display_name: s.display_name.clone(),
+                })
+                .collect(),
+            error: None,
+        }
+    }
+    async fn list(
+        &self,
+        _group: &jitsi_scaler_core::group::Group,
+    ) -> Result<Vec<jitsi_scaler_core::instance::CloudInstance>, ProviderError> {
+        Ok(Vec::new())
+    }
+    async fn terminate(
+        &self,
+        _group: &jitsi_scaler_core::group::Group,
+        _instance_id: &str,
+    ) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// A provider call in flight when the lease lapses is abandoned: a leader that was paused and
+/// resumes after another took over sends nothing more (here: no retry), records nothing, and
+/// leaves the persisted intent to the next leader.
+#[tokio::test(start_paused = true)]
+async fn a_provider_call_in_flight_is_abandoned_when_the_leadership_lapses() {
+    let clock = Arc::new(jitsi_scaler_core::clock::TokioClock::starting_at(T0));
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    store
+        .put_group(
+            &GroupRecord::new(jvb_group("jvb", 2, 2, 5)),
+            Expect::Any,
+            None,
+        )
+        .await
+        .unwrap();
+    let cloud = Arc::new(RetryingCloud::default());
+    let started = tokio::time::Instant::now();
+    let scaler = Scaler::builder(store.clone())
+        .providers(ProviderRegistry::new().with(cloud.clone()))
+        .leadership(Arc::new(LeaderUntil {
+            until: started + secs(1),
+            token: 7,
+        }))
+        .clock(clock)
+        .options(options())
+        .build();
+    let r = scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.launched.is_empty());
+    assert!(
+        started.elapsed() < secs(2),
+        "abandoned when the lease lapsed, not when the call ended"
+    );
+    advance(secs(10)).await;
+    assert_eq!(
+        cloud.attempts.load(Ordering::SeqCst),
+        1,
+        "the retry after the wait was never sent"
+    );
+    let snap = store.snapshot("jvb", 0).await.unwrap().unwrap();
+    assert!(snap.instances.is_empty(), "nothing recorded");
+    assert_eq!(snap.runtime.launch_failures, 0, "not counted as a failure");
+    assert_eq!(
+        snap.runtime.pending_launch.map(|p| p.slots.len()),
+        Some(2),
+        "the intent stays for the next leader"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,7 +6,8 @@
 //! do, and carries it out: the group write (schedule transition, desired count, cooldown),
 //! launches through the group's provider, scale-down flags, the sanity listing of the cloud,
 //! and the drain follow-up of the group's termination policy. Every write carries the leader's
-//! fencing token, and the token is checked again before every provider call.
+//! fencing token; a provider call starts only while the token is still valid, and is abandoned
+//! (dropped, retries included) as soon as the lease lapses.
 //!
 //! [`plan::decide_group`]: crate::plan::decide_group
 

@@ -34,6 +34,9 @@ use crate::store::{
 /// After a successful terminate, the same instance is not terminated again for this long.
 const TERMINATED_QUIET_MS: i64 = 600_000;
 
+/// How often a provider call in flight checks that this node still leads.
+const LEADERSHIP_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What one reconcile did (for tests, tools and logs).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReconcileReport {
@@ -144,6 +147,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
         now,
         provider,
         runtime: snap.runtime.clone(),
+        stored_runtime: snap.runtime.clone(),
         report,
     };
     report_missing_provider(&mut pass, &snap.record.group);
@@ -155,8 +159,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
         let protected = snap.record.launch_protected(now);
         pass.run_intent(&snap.record.group, intent, count, protected)
             .await?;
-        pass.write_runtime(&snap.record.group.name, &snap.runtime)
-            .await?;
+        pass.write_runtime(&snap.record.group.name).await?;
         shared_trigger(shared, name);
         return Ok(pass.report);
     }
@@ -218,7 +221,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
     }
     pass.feed_load(&record.group, &decision).await;
     pass.converge(&record.group, &decision, cloud.as_deref());
-    pass.write_runtime(name, &snap.runtime).await?;
+    pass.write_runtime(name).await?;
     Ok(pass.report)
 }
 
@@ -242,6 +245,8 @@ struct Pass<'a> {
     now: UnixMillis,
     provider: Option<Arc<dyn CloudProvider>>,
     runtime: GroupRuntime,
+    /// The runtime as the store holds it: read at the start, or written since.
+    stored_runtime: GroupRuntime,
     report: ReconcileReport,
 }
 
@@ -288,20 +293,57 @@ impl Pass<'_> {
             .is_none_or(|c| self.now - c.at_ms >= interval)
     }
 
-    /// Runs a provider call with the deadline, after checking the leadership.
+    /// Runs a provider call only while this node leads with the pass's token: `None` when the
+    /// leadership is lost first. The call is then dropped, so a leader that was paused and
+    /// resumes after another took over sends nothing more (not even a retry the provider's
+    /// client was waiting to send).
+    async fn while_leader<T>(&self, call: impl std::future::Future<Output = T>) -> Option<T> {
+        if !self.still_leader() {
+            return None;
+        }
+        let mut check = tokio::time::interval(LEADERSHIP_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Checked on every wake-up of this task, before the call is polled again.
+        let lost = std::future::poll_fn(|cx| {
+            if !self.still_leader() {
+                return std::task::Poll::Ready(());
+            }
+            while check.poll_tick(cx).is_ready() {}
+            std::task::Poll::Pending
+        });
+        tokio::select! {
+            biased;
+            () = lost => None,
+            out = call => Some(out),
+        }
+    }
+
+    /// Runs a provider call with the deadline while this node leads.
     async fn call<T>(
         &self,
         what: &str,
         call: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        if !self.still_leader() {
-            return Err(ProviderError::Fatal(format!(
-                "leadership lost before {what}"
-            )));
-        }
-        tokio::time::timeout(self.shared.options.provider_timeout, call)
+        match self
+            .while_leader(tokio::time::timeout(
+                self.shared.options.provider_timeout,
+                call,
+            ))
             .await
-            .unwrap_or_else(|_| Err(ProviderError::Transient(format!("{what} timed out"))))
+        {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ProviderError::Transient(format!("{what} timed out"))),
+            None => {
+                tracing::warn!(
+                    call = what,
+                    token = self.token,
+                    "leadership lost: provider call abandoned"
+                );
+                Err(ProviderError::Fatal(format!(
+                    "leadership lost during {what}"
+                )))
+            }
+        }
     }
 
     async fn audit(&self, group: &str, events: Vec<AuditEvent>) -> Result<(), StoreError> {
@@ -314,12 +356,14 @@ impl Pass<'_> {
             .await
     }
 
-    async fn write_runtime(&self, group: &str, before: &GroupRuntime) -> Result<(), StoreError> {
-        if self.runtime != *before {
+    /// Writes the runtime when it differs from the stored one.
+    async fn write_runtime(&mut self, group: &str) -> Result<(), StoreError> {
+        if self.runtime != self.stored_runtime {
             self.shared
                 .store
                 .put_runtime(group, &self.runtime, self.fence())
                 .await?;
+            self.stored_runtime = self.runtime.clone();
         }
         Ok(())
     }
@@ -594,10 +638,7 @@ impl Pass<'_> {
             return Ok(());
         }
         self.runtime.pending_launch = Some(intent.clone());
-        self.shared
-            .store
-            .put_runtime(&group.name, &self.runtime, self.fence())
-            .await?;
+        self.write_runtime(&group.name).await?;
         self.run_intent(group, intent, count, protected).await
     }
 
@@ -619,24 +660,25 @@ impl Pass<'_> {
             current_count: count as usize,
         };
         tracing::info!(group = %group.name, quantity = request.slots.len(), intent = %intent.id, "launching");
-        let outcome = if !self.still_leader() {
-            return Ok(());
-        } else {
-            match tokio::time::timeout(
+        let outcome = match self
+            .while_leader(tokio::time::timeout(
                 self.shared.options.provider_timeout,
                 provider.launch(group, &request),
-            )
+            ))
             .await
-            {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    let e = ProviderError::Transient(
-                        "launch timed out; it will be retried with the same idempotency keys"
-                            .into(),
-                    );
-                    self.launch_failed(group, count, &e).await;
-                    return Ok(());
-                }
+        {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => {
+                let e = ProviderError::Transient(
+                    "launch timed out; it will be retried with the same idempotency keys".into(),
+                );
+                self.launch_failed(group, count, &e).await;
+                return Ok(());
+            }
+            None => {
+                tracing::warn!(group = %group.name, intent = %intent.id, token = self.token,
+                    "leadership lost: launch abandoned; the next leader repeats it with the same idempotency keys");
+                return Ok(());
             }
         };
         self.runtime.pending_launch = None;

@@ -2,7 +2,13 @@
 //!
 //! - Acquire: `SET <P>leader "<token> <identity>" NX PX <ttl>` in a script that first takes a
 //!   new token from `<P>leader-token` (`INCR`, raised above the store's fencing floor
-//!   `<P>fence` if that is higher, so a token can never be one the store already rejects).
+//!   `<P>fence` if that is higher, so a token can never be one the store already rejects), and
+//!   raises the floor to the new token: from the moment a new leader is elected, the store
+//!   rejects every write of an older one (a paused or cut-off leader that has not noticed yet),
+//!   not only once the new leader has written something. Only a free lease is taken, even when
+//!   its holder has this node's identity: that holder may be another process configured with
+//!   the same identity, or this process before a restart, so it waits for the lease to end
+//!   and leads with a new token.
 //! - Renew and release: scripts that act only when the lease still holds this node's token and
 //!   identity. A release also pushes to `<P>leader-handover`, on which followers wait
 //!   (`BLPOP`), so one takes over at once instead of after the TTL.
@@ -120,10 +126,6 @@ end
 local current = redis.call('GET', KEYS[1])
 if current then
   local token, owner = split(current)
-  if owner == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, token, owner, tonumber(ARGV[2])}
-  end
   return {0, token, owner, redis.call('PTTL', KEYS[1])}
 end
 local token = redis.call('INCR', KEYS[2])
@@ -133,6 +135,7 @@ if floor >= token then
   redis.call('SET', KEYS[2], string.format('%d', token))
 end
 token = string.format('%d', token)
+redis.call('SET', KEYS[3], token)
 redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[4])
 return {1, token, ARGV[1], tonumber(ARGV[2])}
@@ -182,6 +185,8 @@ struct State {
     lease: Option<Lease>,
     /// The holder last seen, and its token.
     leader: Option<(String, FencingToken)>,
+    /// The token of the last lease seen held under this node's identity by someone else.
+    warned_token: Option<FencingToken>,
 }
 
 /// What a lease script answered.
@@ -292,8 +297,7 @@ impl RedisLeadership {
         self.config.ttl.as_millis().max(1).to_string()
     }
 
-    /// One campaign step: take the lease if free (or still ours), else wait for a handover or
-    /// the lease's end. Returns how long to wait before the next step.
+    /// One campaign step: take the lease if free, else wait for a handover or the lease's end. Returns how long to wait before the next step.
     async fn campaign(&self, cancel: &CancellationToken, failures: &mut u32) -> Duration {
         let sent = Instant::now();
         let reply = self
@@ -337,7 +341,20 @@ impl RedisLeadership {
                 (sent + self.config.renew_interval).saturating_duration_since(Instant::now())
             }
             _ => {
-                self.lock().leader = reply.holder.clone().zip(reply.token);
+                let held_under_our_name = {
+                    let mut state = self.lock();
+                    state.leader = reply.holder.clone().zip(reply.token);
+                    let ours = reply.holder.as_deref() == Some(self.config.identity.as_str())
+                        && state.warned_token != reply.token;
+                    if ours {
+                        state.warned_token = reply.token;
+                    }
+                    ours
+                };
+                if held_under_our_name {
+                    tracing::warn!(target: "jitsi_scaler::leader", identity = %self.config.identity, token = ?reply.token,
+                        "the lease is held under this node's identity by another process or an earlier run of this one; waiting for it to end (identities must be unique among replicas)");
+                }
                 self.publish();
                 self.wait_for_handover(reply.remaining_ms, cancel).await;
                 Duration::ZERO

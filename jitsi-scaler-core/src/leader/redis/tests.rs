@@ -358,3 +358,78 @@ async fn tokens_start_above_the_store_fencing_floor() {
         .expect("the new leader writes");
     a.stop().await;
 }
+
+/// An election raises the store's fencing floor to the new token: a deposed leader's writes
+/// are rejected before the new leader has written anything.
+#[tokio::test]
+async fn an_election_fences_older_tokens_at_once() {
+    let Some(server) = test_server::shared() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let store =
+        RedisStore::open(&RedisConfig::new(server.url()).with_key_prefix(&prefix)).expect("store");
+    let ttl = Duration::from_secs(3);
+    let mut a = Node::start(&server.url(), &prefix, "a", ttl);
+    let (status, _) = a.wait_for("a leads", ttl * 2, |s| s.is_leader).await;
+    let old = status.token.unwrap_or_default();
+    store
+        .put_group(
+            &GroupRecord::new(crate::store::conformance::group("g", 1)),
+            Expect::Absent,
+            Some(old),
+        )
+        .await
+        .expect("the leader writes");
+    a.stop().await;
+    let mut b = Node::start(&server.url(), &prefix, "b", ttl);
+    let (status, _) = b.wait_for("b leads", ttl * 2, |s| s.is_leader).await;
+    let new = status.token.unwrap_or_default();
+    assert!(new > old, "{new} > {old}");
+    let rec = store.get_group("g").await.expect("get").expect("exists");
+    let stale = store.put_group(&rec, Expect::Any, Some(old)).await;
+    assert!(
+        matches!(stale, Err(crate::store::StoreError::Fenced { token, newest }) if token == old && newest == new),
+        "a write of the deposed leader: {stale:?}"
+    );
+    b.stop().await;
+}
+
+/// Two processes configured with the same identity never lead at once: the second waits for
+/// the first's lease to end and leads with a new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_with_one_identity_never_lead_at_once() {
+    let Some(server) = test_server::shared() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let ttl = Duration::from_secs(2);
+    let mut first = Node::start(&server.url(), &prefix, "same", ttl);
+    let (status, _) = first.wait_for("leads", ttl * 2, |s| s.is_leader).await;
+    let first_token = status.token.unwrap_or_default();
+    let mut second = Node::start(&server.url(), &prefix, "same", ttl);
+    second
+        .wait_for("sees the lease", ttl * 2, |s| s.token == Some(first_token))
+        .await;
+    // Over two lease lifetimes, the second never leads while the first does.
+    let until = Instant::now() + ttl * 2;
+    while Instant::now() < until {
+        assert!(
+            first.leadership.token().is_some(),
+            "the first keeps leading"
+        );
+        assert_eq!(
+            second.leadership.token(),
+            None,
+            "two leaders with one identity"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first stops and releases: the second leads, with a new token.
+    first.stop().await;
+    let (status, _) = second
+        .wait_for("takes over", ttl * 2, |s| s.is_leader)
+        .await;
+    assert!(status.token.unwrap_or_default() > first_token);
+    second.stop().await;
+}

@@ -19,7 +19,7 @@
 //! | --- | --- | --- | --- |
 //! | `P groups` | HASH | group name → group record JSON | none |
 //! | `P group-versions` | HASH | group name → version (compare-and-set) | none |
-//! | `P fence` | STRING | newest fencing token seen; older tokens are rejected | none |
+//! | `P fence` | STRING | newest fencing token seen or handed to a new leader; older tokens are rejected | none |
 //! | `P seq` | STRING | counter: first-seen order, unique sample and audit members | none |
 //! | `P group:<g>:instances` | ZSET | instance id, score = first-seen sequence | longest state TTL |
 //! | `P group:<g>:state:<id>` | HASH | state parts: `core` (JSON without the next three), `ts`, `meta` (verbatim), `lrc`, and `rts`, `busy`, `sds`, `isd`, `retain` (logical expiry), `seq` | retention + margin |

@@ -2,9 +2,10 @@
 //! loopback ports, and a TCP proxy that can cut a client off from its server. They panic on
 //! failure, as test code does.
 //!
-//! Each server runs without persistence in its own temporary directory, next to a tiny
-//! watchdog shell that kills it (and removes the directory) when the test process exits, even
-//! if the process is killed: the watchdog reads its stdin from this process and acts on EOF.
+//! Each server runs in its own temporary directory, without persistence unless started with
+//! [`RedisServer::start_with_aof`], next to a tiny watchdog shell that kills it (and removes the
+//! directory) when the test process exits, even if the process is killed: the watchdog reads
+//! its stdin from this process and acts on EOF.
 //! The binary is `JITSI_SCALER_REDIS_SERVER` or `redis-server` on the `PATH`. When it is
 //! missing, tests print why and return early, unless `JITSI_SCALER_REQUIRE_SERVICES=1`.
 
@@ -135,6 +136,19 @@ impl RedisServer {
     /// A fresh server on a free port, or `None` when the test is to be skipped.
     pub fn start() -> Option<Self> {
         Self::start_with(Vec::new(), None, false)
+    }
+
+    /// A fresh server that persists every write before answering (`--appendonly yes
+    /// --appendfsync always`): after [`stop`](Self::stop) (a kill) and
+    /// [`start_again`](Self::start_again) it holds every acknowledged write.
+    pub fn start_with_aof() -> Option<Self> {
+        Self::start_with(
+            ["--appendonly", "yes", "--appendfsync", "always"]
+                .map(String::from)
+                .to_vec(),
+            None,
+            false,
+        )
     }
 
     /// A fresh server speaking TLS only, its certificate signed by a CA made for it (see
@@ -320,14 +334,16 @@ impl RedisServer {
             .unwrap_or_else(|| panic!("server on port {} is not running", self.port))
     }
 
-    /// Kills the server (its data is gone: no persistence).
+    /// Kills the server (SIGKILL). Its data is gone, unless it was started with
+    /// [`start_with_aof`](Self::start_with_aof).
     pub fn stop(&mut self) {
         if let Some(mut running) = self.running.take() {
             stop(&mut running);
         }
     }
 
-    /// Starts the server again on the same port.
+    /// Starts the server again on the same port and in the same directory (a server with an
+    /// append-only file loads it).
     pub fn start_again(&mut self) {
         self.stop();
         let deadline = Instant::now() + START_TIMEOUT;
