@@ -177,7 +177,8 @@ pub struct ServeArgs {
         help_heading = "Replicas"
     )]
     pub leader_lease_ttl_sec: u64,
-    /// This replica's identity (default: host name, process id and a random suffix).
+    /// This replica's identity, unique among the replicas (default: host name, process id and a
+    /// random suffix).
     #[arg(long, env = "JITSI_SCALER_IDENTITY", help_heading = "Replicas")]
     pub identity: Option<String>,
     /// Name of the Kubernetes Lease.
