@@ -206,16 +206,19 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
         .chain(decision.expired.iter())
         .copied()
         .collect();
-    pass.drains(&record.group, &draining).await?;
+    let terminated = pass.drains(&record.group, &draining).await?;
     let expired: Vec<String> = decision
         .expired
         .iter()
         .map(|r| r.state.instance_id.clone())
         .collect();
-    if !expired.is_empty() {
+    let mut remove: Vec<String> = expired.iter().chain(&terminated).cloned().collect();
+    remove.sort();
+    remove.dedup();
+    if !remove.is_empty() {
         shared
             .store
-            .remove_instances(name, &expired, Some(token))
+            .remove_instances(name, &remove, Some(token))
             .await?;
         pass.report.expired = expired;
     }
@@ -909,17 +912,18 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// The termination policy's follow-up of draining instances. A terminated instance keeps
-    /// its (shutting-down) state until it expires, as in the reference.
+    /// The termination policy's follow-up of draining instances. Returns the instances
+    /// terminated: gone from the cloud, their states are removed (their audit stays).
     async fn drains(
         &mut self,
         group: &Group,
         records: &[&InstanceRecord],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let policy = group.termination_policy();
         if policy == TerminationPolicy::Sidecar || records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut terminated = Vec::new();
         let now = self.now;
         let drain_timeout = group.drain_timeout_sec() as i64 * 1000;
         let silence = self.shared.options.drain_silence.as_millis() as i64;
@@ -937,10 +941,14 @@ impl Pass<'_> {
                 None
             };
             let Some(reason) = reason else { continue };
-            self.terminate(group, &rec.state.instance_id, reason)
-                .await?;
+            if self
+                .terminate(group, &rec.state.instance_id, reason)
+                .await?
+            {
+                terminated.push(rec.state.instance_id.clone());
+            }
         }
-        Ok(())
+        Ok(terminated)
     }
 
     /// Terminates one instance through the provider (idempotent), with per-instance back-off.
