@@ -273,7 +273,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOUD_PROVIDER", help_heading = "Providers")]
     pub cloud_provider: Option<String>,
     /// Settings of the `local` provider.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Local provider")]
     pub local: LocalArgs,
 
     /// Decide and audit, but launch and terminate nothing.

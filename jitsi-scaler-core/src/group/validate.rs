@@ -389,7 +389,7 @@ pub fn parse_group(value: &Value) -> Result<Group, ValidationErrors> {
     };
     let shape = check_group_shape(obj);
     if !shape.is_empty() {
-        return Err(shape.into());
+        return Err(with_other_problems(&value, shape).into());
     }
     let group: Group = serde_json::from_value(value)
         .map_err(|e| ValidationErrors::from(vec![FieldError::body("", e.to_string(), None)]))?;
@@ -398,6 +398,42 @@ pub fn parse_group(value: &Value) -> Result<Group, ValidationErrors> {
         Ok(group)
     } else {
         Err(errors.into())
+    }
+}
+
+/// Every problem, not only the shape's: the fields with a shape problem are taken out of a
+/// copy, and when the rest still reads as a group its semantic problems are added (those on
+/// other paths).
+fn with_other_problems(value: &Value, mut shape: Vec<FieldError>) -> Vec<FieldError> {
+    let mut probe = value.clone();
+    for e in &shape {
+        remove_path(&mut probe, &e.path);
+    }
+    if let Ok(group) = serde_json::from_value::<Group>(probe) {
+        let reported: Vec<String> = shape.iter().map(|e| e.path.clone()).collect();
+        shape.extend(
+            group
+                .validate()
+                .into_iter()
+                .filter(|e| !reported.iter().any(|p| e.path.starts_with(p.as_str()))),
+        );
+    }
+    shape
+}
+
+/// Removes the value at a dotted path (`a.b.c`; array paths are left alone).
+fn remove_path(value: &mut Value, path: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = value;
+    for part in parts {
+        match cur.get_mut(part) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Value::Object(map) = cur {
+        map.remove(last);
     }
 }
 
@@ -639,6 +675,22 @@ mod tests {
                 ("scalingOptions.maxDesired", MSG_POSITIVE),
                 ("scalingOptions.desiredCount", MSG_POSITIVE),
             ]
+        );
+        let mut mixed = example();
+        mixed["name"] = json!("bad name");
+        mixed["scalingOptions"]["scalePeriod"] = json!(0);
+        mixed["scalingOptions"]["minDesired"] = json!(5);
+        assert_eq!(
+            paths(&parse_group(&mixed).expect_err("mixed")),
+            vec![
+                ("scalingOptions.scalePeriod", MSG_AT_LEAST_ONE),
+                (
+                    "name",
+                    "Group name must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+                ),
+                ("scalingOptions", MSG_DESIRED_RANGE),
+            ],
+            "shape and semantic problems together"
         );
         let e = parse_group(&json!({"type": "JVB"})).expect_err("no name");
         assert_eq!(
