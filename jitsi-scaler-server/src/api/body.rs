@@ -28,6 +28,14 @@ async fn read(req: Request, limit: usize) -> Result<Bytes, ApiError> {
 /// by every consumer with a default JSON parser.
 pub const MAX_SIDECAR_DEPTH: usize = 128;
 
+/// Whether a JSON text nests deeper than [`MAX_SIDECAR_DEPTH`]. A text cannot nest deeper
+/// than it has openings, and counting them is a fast, vectorised pass: sidecar bodies hold a
+/// handful, so the byte-by-byte scan runs only for suspicious ones.
+fn too_deep(bytes: &[u8]) -> bool {
+    let openings = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    openings > MAX_SIDECAR_DEPTH && nesting_depth(bytes) > MAX_SIDECAR_DEPTH
+}
+
 /// The deepest nesting of arrays and objects in a JSON text (strings skipped; the text need
 /// not be valid: the parser decides that).
 fn nesting_depth(bytes: &[u8]) -> usize {
@@ -65,7 +73,7 @@ impl FromRequest<AppState> for SidecarBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read(req, state.limits.max_body_bytes).await?;
-        if nesting_depth(&bytes) > MAX_SIDECAR_DEPTH {
+        if too_deep(&bytes) {
             return Err(ApiError::BadRequest(format!(
                 "malformed JSON body: nested deeper than {MAX_SIDECAR_DEPTH} levels"
             )));
@@ -114,7 +122,7 @@ impl FromRequest<AppState> for JsonBody {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_json, nesting_depth};
+    use super::{MAX_SIDECAR_DEPTH, is_json, nesting_depth, too_deep};
 
     #[test]
     fn nesting_depth_skips_strings() {
@@ -127,6 +135,18 @@ mod tests {
         assert_eq!(nesting_depth(b""), 0);
         let deep = "[".repeat(500) + &"]".repeat(500);
         assert_eq!(nesting_depth(deep.as_bytes()), 500);
+    }
+
+    #[test]
+    fn only_texts_nesting_past_the_limit_are_too_deep() {
+        let nested = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(!too_deep(nested(MAX_SIDECAR_DEPTH).as_bytes()));
+        assert!(too_deep(nested(MAX_SIDECAR_DEPTH + 1).as_bytes()));
+        // Many openings, all shallow, or all inside a string: not too deep.
+        let wide = format!("[{}]", vec!["{}"; 500].join(","));
+        assert!(!too_deep(wide.as_bytes()));
+        let quoted = format!(r#"{{"a":"{}"}}"#, "[".repeat(500));
+        assert!(!too_deep(quoted.as_bytes()));
     }
 
     #[test]

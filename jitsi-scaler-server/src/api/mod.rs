@@ -173,8 +173,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub limits: Limits,
-    /// The groups file.
-    pub groups_source: GroupsSource,
+    /// The groups file (shared: the state is cloned for every request).
+    pub groups_source: Arc<GroupsSource>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -192,7 +192,7 @@ impl AppState {
             gate,
             metrics,
             limits,
-            groups_source,
+            groups_source: Arc::new(groups_source),
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -1,0 +1,160 @@
+//! The in-process check-in path of `POST /sidecar/status`: authorize the sidecar's ASAP token
+//! (a cached, already verified token, as a sidecar reuses its token for 45 minutes), parse the
+//! reference's StatsReport of a JVB (its whole `/colibri/stats`), write state and sample to
+//! the store and read the commands, and serialize the answer. Once per store: `MemoryStore`,
+//! `EmbeddedStore` (redb on a temporary directory) and, when `redis-server` is installed,
+//! `RedisStore` on a redis-server of its own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use benches::asap::{KeyServer, SidecarKey};
+use benches::payload::{bench_group, jvb_status_body};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http::{HeaderValue, Method};
+use jitsi_scaler_core::clock::SystemClock;
+use jitsi_scaler_core::engine::Scaler;
+use jitsi_scaler_core::sidecar::parse_stats_report;
+use jitsi_scaler_core::store::redis_testkit::RedisServer;
+use jitsi_scaler_core::store::{EmbeddedStore, MemoryStore, RedisConfig, RedisStore, Store};
+use jitsi_scaler_server::auth::{AuthConfig, Authenticator};
+use tokio::runtime::Runtime;
+
+/// Distinct sidecars the check-ins rotate through.
+const SIDECARS: usize = 1_000;
+const GROUP: &str = "bench-jvb";
+
+/// What one check-in needs, prepared ahead: the sidecar's header and two bodies that differ
+/// in `timestamp`, alternated so that every report records a sample.
+struct Fleet {
+    auth: Authenticator,
+    headers: Vec<HeaderValue>,
+    bodies: [Vec<Vec<u8>>; 2],
+    _keys: KeyServer,
+}
+
+impl Fleet {
+    async fn new() -> Self {
+        let key = SidecarKey::generate();
+        let keys = KeyServer::start(&key).await;
+        let auth = Authenticator::new(AuthConfig {
+            pub_key_base_url: Some(keys.base_url()),
+            ..AuthConfig::default()
+        })
+        .expect("auth config");
+        let now_s = now_ms() / 1000;
+        let headers: Vec<HeaderValue> = (0..SIDECARS)
+            .map(|_| {
+                HeaderValue::from_str(&format!("Bearer {}", key.sidecar_token(now_s)))
+                    .expect("header")
+            })
+            .collect();
+        let body = |i: usize, ts: i64| {
+            jvb_status_body(&format!("i-{i:05}"), GROUP, (i % 90) as f64 / 100.0, ts)
+        };
+        let now = now_ms();
+        let bodies = [0, 1].map(|k| (0..SIDECARS).map(|i| body(i, now + k)).collect());
+        for header in &headers {
+            auth.authorize(&Method::POST, "/sidecar/status", Some(header))
+                .await
+                .expect("a valid sidecar token");
+        }
+        Self {
+            auth,
+            headers,
+            bodies,
+            _keys: keys,
+        }
+    }
+
+    /// Check-in number `n`: what the handler does, minus the socket.
+    async fn check_in(&self, scaler: &Scaler, n: usize) -> Vec<u8> {
+        let sidecar = n % SIDECARS;
+        let body = &self.bodies[(n / SIDECARS) % 2][sidecar];
+        self.auth
+            .authorize(
+                &Method::POST,
+                "/sidecar/status",
+                Some(&self.headers[sidecar]),
+            )
+            .await
+            .expect("authorized");
+        let report = parse_stats_report(body).expect("a valid report");
+        let result = scaler.report(&report).await.expect("stored");
+        assert!(result.known_group);
+        serde_json::to_vec(&result.response()).expect("JSON")
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn scaler_on(store: Arc<dyn Store>) -> Scaler {
+    let scaler = Scaler::builder(store)
+        .providers(benches::cloud::registry())
+        .build();
+    scaler
+        .put_group(GROUP, &bench_group(GROUP))
+        .await
+        .expect("the bench group");
+    scaler
+}
+
+fn bench_store(c: &mut Criterion, rt: &Runtime, fleet: &Fleet, name: &str, scaler: &Scaler) {
+    // The first round creates the states; the measured ones update them.
+    rt.block_on(async {
+        for n in 0..SIDECARS {
+            fleet.check_in(scaler, n).await;
+        }
+    });
+    let mut group = c.benchmark_group("checkin");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(8));
+    let mut n = 0usize;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(fleet.check_in(scaler, n).await);
+                    n += 1;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+fn checkin(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fleet = rt.block_on(Fleet::new());
+
+    let memory = rt.block_on(scaler_on(Arc::new(MemoryStore::new())));
+    bench_store(c, &rt, &fleet, "memory", &memory);
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let embedded = EmbeddedStore::open(dir.path(), Arc::new(SystemClock)).expect("embedded store");
+    let embedded = rt.block_on(scaler_on(Arc::new(embedded)));
+    bench_store(c, &rt, &fleet, "embedded", &embedded);
+
+    match RedisServer::start() {
+        Some(server) => {
+            let redis = rt.block_on(async {
+                let store = RedisStore::open(&RedisConfig::new(server.url())).expect("redis");
+                scaler_on(Arc::new(store)).await
+            });
+            bench_store(c, &rt, &fleet, "redis", &redis);
+        }
+        None => eprintln!("checkin/redis skipped: no redis-server installed"),
+    }
+}
+
+criterion_group!(benches, checkin);
+criterion_main!(benches);

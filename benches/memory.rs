@@ -1,0 +1,117 @@
+//! Memory: the resident memory the server gains per tracked instance. The real server is
+//! started in this process (`jitsi-scaler serve`'s own start-up, memory or embedded store),
+//! a JVB group is created, and `MEMORY_INSTANCES` instances (default 100 000) each check in
+//! 22 times with their whole StatsReport through the engine's check-in path (what
+//! `/sidecar/status` calls after parsing): state, audit entry and a full retained window of
+//! samples each. The RSS gained, divided by the instances, is the cost of one.
+//!
+//! The sidecars' ASAP tokens are not part of it: verified tokens are cached in a cache
+//! bounded by `--token-cache-capacity` (100 000 by default), whatever the fleet's size.
+//!
+//! `cargo bench -p benches --bench memory`
+
+use benches::fleet::SAMPLES_PER_INSTANCE;
+use benches::measure::{machine, own_rss};
+use benches::payload::{bench_group, jvb_status_body};
+use clap::Parser;
+use jitsi_scaler_core::sidecar::parse_stats_report;
+use jitsi_scaler_server::config::{Cli, Command};
+
+const GROUP: &str = "bench-jvb";
+
+fn main() {
+    let instances: usize = std::env::var("MEMORY_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    if let Ok(store) = std::env::var("MEMORY_ONE_STORE") {
+        one_store(&store, instances);
+        return;
+    }
+    let stores: Vec<String> = std::env::var("MEMORY_STORES")
+        .unwrap_or_else(|_| String::from("memory,embedded"))
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    println!("machine: {}", machine());
+    println!(
+        "| store | instances | samples each | RSS before (MiB) | RSS after (MiB) | per instance (bytes) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for store in stores {
+        // One process per store: the allocator keeps what a previous store freed.
+        let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .env("MEMORY_ONE_STORE", &store)
+            .env("MEMORY_INSTANCES", instances.to_string())
+            .status()
+            .expect("child");
+        assert!(status.success(), "the {store} run failed");
+    }
+}
+
+/// Runs in the child: one store, one line of the table.
+fn one_store(store: &str, instances: usize) {
+    let data_dir = tempfile::tempdir().expect("data directory");
+    let argv = [
+        "jitsi-scaler",
+        "serve",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--cloud-providers",
+        "local",
+        "--leader-election",
+        "single",
+        "--log-level",
+        "warn",
+        "--protected-api",
+        "false",
+        "--store",
+        store,
+        "--data-dir",
+        &data_dir.path().display().to_string(),
+    ];
+    let Command::Serve(args) = Cli::parse_from(argv).command else {
+        unreachable!("serve")
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let running = jitsi_scaler_server::app::start(*args)
+            .await
+            .expect("server start");
+        let scaler = running.scaler.clone();
+        scaler
+            .put_group(GROUP, &bench_group(GROUP))
+            .await
+            .expect("group");
+        let (before, _) = own_rss().expect("/proc");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for i in 0..instances {
+            let body = jvb_status_body(&format!("ocid1.instance.oc1.phx.{i:08}"), GROUP, 0.4, now);
+            let mut report = parse_stats_report(&body).expect("report");
+            for k in 0..SAMPLES_PER_INSTANCE {
+                report.timestamp = Some(now + k as i64);
+                let result = scaler.report(&report).await.expect("stored");
+                assert!(result.known_group);
+            }
+        }
+        // Let the embedded store's writer commit what it holds.
+        running.scaler.store().flush().await.expect("flush");
+        let (after, _) = own_rss().expect("/proc");
+        println!(
+            "| {store} | {instances} | {SAMPLES_PER_INSTANCE} | {:.1} | {:.1} | {:.0} |",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            (after.saturating_sub(before)) as f64 / instances as f64
+        );
+        running.stop().await.expect("stop");
+    });
+}
