@@ -12,7 +12,7 @@ use benches::asap::{KeyServer, SidecarKey};
 use benches::payload::{bench_group, jvb_status_body};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderValue, Method};
-use jitsi_scaler_core::clock::SystemClock;
+use jitsi_scaler_core::clock::{Clock, SystemClock};
 use jitsi_scaler_core::engine::Scaler;
 use jitsi_scaler_core::sidecar::parse_stats_report;
 use jitsi_scaler_core::store::redis_testkit::RedisServer;
@@ -87,9 +87,7 @@ impl Fleet {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemClock.now_ms()
 }
 
 async fn scaler_on(store: Arc<dyn Store>) -> Scaler {

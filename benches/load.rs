@@ -32,6 +32,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use jitsi_scaler_core::clock::{Clock, SystemClock};
 use jitsi_scaler_core::sidecar::{SidecarResponse, parse_stats_report};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -259,9 +260,7 @@ async fn drive_all(settings: Settings) {
     );
     let key = SidecarKey::generate();
     let keys = KeyServer::start(&key).await;
-    let iat = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let iat = SystemClock.now_ms() / 1000;
     let tokens: Vec<String> = (0..settings.connections)
         .map(|_| key.sidecar_token(iat))
         .collect();
@@ -413,9 +412,7 @@ struct SidecarRequests {
 }
 
 fn requests_for(addr: SocketAddr, tokens: &[String]) -> Vec<SidecarRequests> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = SystemClock.now_ms();
     tokens
         .iter()
         .enumerate()

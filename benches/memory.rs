@@ -14,6 +14,7 @@ use benches::fleet::SAMPLES_PER_INSTANCE;
 use benches::measure::{machine, own_rss};
 use benches::payload::{bench_group, jvb_status_body};
 use clap::Parser;
+use jitsi_scaler_core::clock::{Clock, SystemClock};
 use jitsi_scaler_core::sidecar::parse_stats_report;
 use jitsi_scaler_server::config::{Cli, Command};
 
@@ -91,9 +92,7 @@ fn one_store(store: &str, instances: usize) {
             .await
             .expect("group");
         let (before, _) = own_rss().expect("/proc");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = SystemClock.now_ms();
         for i in 0..instances {
             let body = jvb_status_body(&format!("ocid1.instance.oc1.phx.{i:08}"), GROUP, 0.4, now);
             let mut report = parse_stats_report(&body).expect("report");
