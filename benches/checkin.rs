@@ -42,7 +42,7 @@ impl Fleet {
             ..AuthConfig::default()
         })
         .expect("auth config");
-        let now_s = now_ms() / 1000;
+        let now_s = SystemClock.now_ms() / 1000;
         let headers: Vec<HeaderValue> = (0..SIDECARS)
             .map(|_| {
                 HeaderValue::from_str(&format!("Bearer {}", key.sidecar_token(now_s)))
@@ -52,7 +52,7 @@ impl Fleet {
         let body = |i: usize, ts: i64| {
             jvb_status_body(&format!("i-{i:05}"), GROUP, (i % 90) as f64 / 100.0, ts)
         };
-        let now = now_ms();
+        let now = SystemClock.now_ms();
         let bodies = [0, 1].map(|k| (0..SIDECARS).map(|i| body(i, now + k)).collect());
         for header in &headers {
             auth.authorize(&Method::POST, "/sidecar/status", Some(header))
@@ -84,10 +84,6 @@ impl Fleet {
         assert!(result.known_group);
         serde_json::to_vec(&result.response()).expect("JSON")
     }
-}
-
-fn now_ms() -> i64 {
-    SystemClock.now_ms()
 }
 
 async fn scaler_on(store: Arc<dyn Store>) -> Scaler {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use benches::asap::{KeyServer, SidecarKey};
 use benches::measure::{Latencies, machine, micros, rss_of};
 use benches::payload::{bench_group, jvb_status_body};
+use benches::server::serve_args;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -82,48 +83,24 @@ async fn announce_and_wait(addr: SocketAddr) {
 
 /// The real server, as `jitsi-scaler serve` runs it.
 fn serve_role() {
-    use clap::Parser;
-    use jitsi_scaler_server::config::{Cli, Command as Sub};
     let data_dir = tempfile::tempdir().expect("data directory");
-    let mut argv: Vec<String> = [
-        "jitsi-scaler",
-        "serve",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--cloud-providers",
-        "local",
-        "--leader-election",
-        "single",
-        "--initial-wait-for-pooling-ms",
-        "0",
-        "--log-level",
-        "warn",
-    ]
-    .map(String::from)
-    .to_vec();
-    for (flag, var) in [
-        ("--store", "BENCH_LOAD_STORE"),
-        ("--asap-pub-key-base-url", "BENCH_LOAD_KEYS"),
-    ] {
-        argv.push(flag.into());
-        argv.push(std::env::var(var).expect("set by the parent"));
-    }
-    argv.extend([
-        "--data-dir".into(),
-        data_dir.path().display().to_string(),
-        "--tokens".into(),
-        format!("admin:{ADMIN_TOKEN}"),
-    ]);
-    let Sub::Serve(args) = Cli::parse_from(argv).command else {
-        unreachable!("serve")
-    };
+    let store = std::env::var("BENCH_LOAD_STORE").expect("set by the parent");
+    let keys = std::env::var("BENCH_LOAD_KEYS").expect("set by the parent");
+    let args = serve_args(
+        &store,
+        data_dir.path(),
+        &[
+            "--initial-wait-for-pooling-ms".into(),
+            "0".into(),
+            "--asap-pub-key-base-url".into(),
+            keys,
+            "--tokens".into(),
+            format!("admin:{ADMIN_TOKEN}"),
+        ],
+    );
     jitsi_scaler_server::telemetry::init_logging(args.log_format, &args.log_level);
     server_runtime().block_on(async {
-        let running = jitsi_scaler_server::app::start(*args)
+        let running = jitsi_scaler_server::app::start(args)
             .await
             .expect("server start");
         announce_and_wait(running.api_addr).await;

@@ -13,10 +13,9 @@
 use benches::fleet::SAMPLES_PER_INSTANCE;
 use benches::measure::{machine, own_rss};
 use benches::payload::{bench_group, jvb_status_body};
-use clap::Parser;
+use benches::server::serve_args;
 use jitsi_scaler_core::clock::{Clock, SystemClock};
 use jitsi_scaler_core::sidecar::parse_stats_report;
-use jitsi_scaler_server::config::{Cli, Command};
 
 const GROUP: &str = "bench-jvb";
 
@@ -53,37 +52,17 @@ fn main() {
 /// Runs in the child: one store, one line of the table.
 fn one_store(store: &str, instances: usize) {
     let data_dir = tempfile::tempdir().expect("data directory");
-    let argv = [
-        "jitsi-scaler",
-        "serve",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--cloud-providers",
-        "local",
-        "--leader-election",
-        "single",
-        "--log-level",
-        "warn",
-        "--protected-api",
-        "false",
-        "--store",
+    let args = serve_args(
         store,
-        "--data-dir",
-        &data_dir.path().display().to_string(),
-    ];
-    let Command::Serve(args) = Cli::parse_from(argv).command else {
-        unreachable!("serve")
-    };
+        data_dir.path(),
+        &["--protected-api".into(), "false".into()],
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let running = jitsi_scaler_server::app::start(*args)
+        let running = jitsi_scaler_server::app::start(args)
             .await
             .expect("server start");
         let scaler = running.scaler.clone();

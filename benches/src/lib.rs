@@ -8,3 +8,4 @@ pub mod cloud;
 pub mod fleet;
 pub mod measure;
 pub mod payload;
+pub mod server;
