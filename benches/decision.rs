@@ -31,7 +31,7 @@ fn decision_pass(c: &mut Criterion) {
     let settings = PassSettings::default();
     let mut group = c.benchmark_group("decision_pass");
     group.sample_size(20);
-    for (groups, per_group) in [(1_000, 10), (10_000, 10), (1_000, 100)] {
+    for (groups, per_group) in [(100, 10), (1_000, 10), (10_000, 10), (1_000, 100)] {
         let fleet = fleet(groups, per_group);
         let mut scratch = WindowScratch::default();
         let changed = pass(&fleet, &settings, &mut scratch);

@@ -495,7 +495,9 @@ pub struct CloudInstance {
 impl CloudInstance {
     /// Running or provisioning (case-insensitive), as the cloud guard and untracked count read it.
     pub fn is_running(&self) -> bool {
-        self.cloud_status.eq_ignore_ascii_case("running")
+        let status = self.cloud_status.as_str();
+        status == "RUNNING"
+            || status.eq_ignore_ascii_case("running")
             || self.cloud_status.eq_ignore_ascii_case("provisioning")
     }
 

@@ -191,6 +191,94 @@ fn bucket_instance(
     true
 }
 
+/// Widest window the single-walk path handles: bucket presence is a bit mask.
+const MASK_PERIODS: usize = 64;
+
+/// Buckets a series kept oldest first in one walk, without a division per sample: each
+/// present bucket's mean and newest value go to the scratch space (entries of absent buckets
+/// are left as they were). Returns the mask of buckets with a sample of their own, or `None`
+/// when the series is out of order or the window too wide (the general path then runs).
+fn bucket_sorted(
+    spec: &WindowSpec,
+    samples: &[MetricSample],
+    scratch: &mut WindowScratch,
+) -> Option<u64> {
+    let period = spec.period_ms;
+    if period <= 0 || spec.retention_ms < 0 || spec.periods > MASK_PERIODS {
+        return None;
+    }
+    let span = period.saturating_mul(spec.periods as i64);
+    // In the window: 0 <= age <= min(span - 1, retention).
+    let oldest = spec.now.saturating_sub((span - 1).min(spec.retention_ms));
+    let mut present = 0u64;
+    let mut last = UnixMillis::MIN;
+    let mut rest = samples;
+    while let Some((s, tail)) = rest.split_first() {
+        if s.at_ms >= oldest {
+            break;
+        }
+        if s.at_ms < last {
+            return None;
+        }
+        last = s.at_ms;
+        rest = tail;
+    }
+    while let Some(first) = rest.first() {
+        if first.at_ms > spec.now {
+            break;
+        }
+        let idx = ((spec.now - first.at_ms) / period) as usize;
+        // Newest time of bucket `idx`: the samples up to it are the bucket's.
+        let upper = spec.now - idx as i64 * period;
+        let (mut sum, mut n, mut newest) = (0.0, 0u32, 0.0);
+        while let Some((s, tail)) = rest.split_first() {
+            if s.at_ms > upper {
+                break;
+            }
+            if s.at_ms < last {
+                return None;
+            }
+            last = s.at_ms;
+            sum += s.value;
+            n += 1;
+            newest = s.value;
+            rest = tail;
+        }
+        close_bucket(scratch, &mut present, idx, sum, n, newest);
+    }
+    // Samples after `now` are outside the window, but must be in order too.
+    for s in rest {
+        if s.at_ms < last {
+            return None;
+        }
+        last = s.at_ms;
+    }
+    Some(present)
+}
+
+fn close_bucket(
+    scratch: &mut WindowScratch,
+    present: &mut u64,
+    idx: usize,
+    sum: f64,
+    n: u32,
+    newest: f64,
+) {
+    scratch.sums[idx] = if n == 1 { sum } else { sum / f64::from(n) };
+    scratch.newest[idx] = (0, newest);
+    *present |= 1 << idx;
+}
+
+/// The buckets gap fill adds to an instance present in `present`: absent, with the older
+/// neighbour present and the newer one present (or none, for bucket 0).
+fn fill_mask(present: u64, periods: usize) -> u64 {
+    if periods < 2 {
+        return 0;
+    }
+    let fillable = (1u64 << (periods - 1)) - 1;
+    !present & (present >> 1) & ((present << 1) | 1) & fillable
+}
+
 /// Summarises the window of a group: every instance's samples, bucketed, gap-filled and
 /// reduced per bucket by the type class.
 pub fn summarize<'a>(
@@ -199,9 +287,40 @@ pub fn summarize<'a>(
     instances: impl IntoIterator<Item = &'a [MetricSample]>,
     scratch: &mut WindowScratch,
 ) -> Window {
+    summarize_by(class, spec, instances, scratch, true)
+}
+
+fn summarize_by<'a>(
+    class: TypeClass,
+    spec: &WindowSpec,
+    instances: impl IntoIterator<Item = &'a [MetricSample]>,
+    scratch: &mut WindowScratch,
+    single_walk: bool,
+) -> Window {
     let p = spec.periods;
     scratch.reset_group(p);
+    scratch.reset_instance(p);
     for samples in instances {
+        let walked = single_walk
+            .then(|| bucket_sorted(spec, samples, scratch))
+            .flatten();
+        if let Some(present) = walked {
+            let mut bits = present;
+            while bits != 0 {
+                let idx = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                scratch.group_sum[idx] += scratch.sums[idx];
+                scratch.group_n[idx] += 1;
+            }
+            let mut fills = fill_mask(present, p);
+            while fills != 0 {
+                let idx = fills.trailing_zeros() as usize;
+                fills &= fills - 1;
+                scratch.group_sum[idx] += scratch.newest[idx + 1].1;
+                scratch.group_n[idx] += 1;
+            }
+            continue;
+        }
         if !bucket_instance(spec, samples, scratch, |_| {}) {
             continue;
         }
@@ -471,6 +590,55 @@ mod tests {
         );
         assert_eq!(w.buckets[0].instances, 2, "B is filled into bucket 0");
         assert_eq!(w.buckets[1].instances, 2);
+    }
+
+    #[test]
+    fn the_single_walk_agrees_with_the_general_path() {
+        // Deterministic series with duplicates, gaps, future and expired samples, and (one in
+        // five) out of order, over windows of 1 to 64 buckets.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for round in 0..400 {
+            let periods = 1 + next(64) as usize;
+            let s = WindowSpec {
+                now: NOW,
+                period_ms: 1_000 + next(60_000) as i64,
+                periods,
+                retention_ms: 60_000 + next(3_600_000) as i64,
+            };
+            let span = s.period_ms * periods as i64;
+            let instances: Vec<Vec<MetricSample>> = (0..1 + next(6))
+                .map(|_| {
+                    let mut v: Vec<MetricSample> = (0..next(40))
+                        .map(|_| MetricSample {
+                            at_ms: NOW + 5_000 - next((span + 20_000) as u64) as i64,
+                            value: next(1000) as f64 / 7.0,
+                        })
+                        .collect();
+                    if next(5) > 0 {
+                        v.sort_by_key(|m| m.at_ms);
+                    }
+                    v
+                })
+                .collect();
+            for class in [TypeClass::Stress, TypeClass::Availability] {
+                let mut scratch = WindowScratch::default();
+                let fast = summarize(class, &s, instances.iter().map(Vec::as_slice), &mut scratch);
+                let general = summarize_by(
+                    class,
+                    &s,
+                    instances.iter().map(Vec::as_slice),
+                    &mut scratch,
+                    false,
+                );
+                assert_eq!(fast, general, "round {round}: {s:?}");
+            }
+        }
     }
 
     #[test]

@@ -110,14 +110,43 @@ impl<'a> Inventory<'a> {
         if cloud.is_empty() {
             return Vec::new();
         }
-        // Sorted ids and a binary search: cheaper than hashing for a group's few hundred ids.
-        let mut tracked: Vec<&str> = self.live().map(|r| r.state.instance_id.as_str()).collect();
-        tracked.sort_unstable();
+        // Sorted id hashes and a binary search, each candidate confirmed by the id itself:
+        // ids share long prefixes, so comparing strings directly costs a long compare each.
+        let mut tracked: Vec<(u64, &str)> = self
+            .live()
+            .map(|r| (id_hash(&r.state.instance_id), r.state.instance_id.as_str()))
+            .collect();
+        tracked.sort_unstable_by_key(|(h, _)| *h);
+        let is_tracked = |id: &str| {
+            let h = id_hash(id);
+            let from = tracked.partition_point(|(t, _)| *t < h);
+            tracked[from..]
+                .iter()
+                .take_while(|(t, _)| *t == h)
+                .any(|(_, t)| *t == id)
+        };
         cloud
             .iter()
-            .filter(|c| c.is_running() && tracked.binary_search(&c.instance_id.as_str()).is_err())
+            .filter(|c| c.is_running() && !is_tracked(&c.instance_id))
             .collect()
     }
+}
+
+/// A fast, non-cryptographic hash of an instance id, eight bytes at a time (FxHash's mix).
+/// Only orders candidates: every match is confirmed by comparing the ids.
+fn id_hash(id: &str) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mix = |h: u64, bytes: &[u8]| {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K)
+    };
+    let mut chunks = id.as_bytes().chunks_exact(8);
+    let mut h = id.len() as u64;
+    for chunk in &mut chunks {
+        h = mix(h, chunk);
+    }
+    mix(h, chunks.remainder())
 }
 
 /// Cloud instances running or provisioning (the cloud guard's count).
@@ -197,6 +226,23 @@ mod tests {
             .collect();
         assert_eq!(untracked, vec!["old", "new"]);
         assert_eq!(cloud_running(&list), 4);
+    }
+
+    #[test]
+    fn untracked_compares_whole_ids_of_every_length() {
+        // Ids of 0 to 40 bytes sharing prefixes; every other one tracked.
+        let ids: Vec<String> = (0..=40).map(|n| "x".repeat(n)).collect();
+        let records: Vec<InstanceRecord> =
+            ids.iter().step_by(2).map(|id| reported(id, 1)).collect();
+        let inv = Inventory::build(&records, NOW, &Timings::default());
+        let list: Vec<CloudInstance> = ids.iter().map(|id| cloud(id, "RUNNING")).collect();
+        let untracked: Vec<usize> = inv
+            .untracked(&list)
+            .iter()
+            .map(|c| c.instance_id.len())
+            .collect();
+        assert_eq!(untracked, (1..=39).step_by(2).collect::<Vec<_>>());
+        assert_ne!(id_hash("ocid1.a-0001"), id_hash("ocid1.a-0002"));
     }
 
     #[test]
