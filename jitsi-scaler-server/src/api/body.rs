@@ -32,7 +32,7 @@ pub const MAX_SIDECAR_DEPTH: usize = 128;
 /// than it has openings, and counting them is a fast, vectorised pass: sidecar bodies hold a
 /// handful, so the byte-by-byte scan runs only for suspicious ones.
 fn too_deep(bytes: &[u8]) -> bool {
-    let openings = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    let openings = memchr::memchr2_iter(b'{', b'[', bytes).count();
     openings > MAX_SIDECAR_DEPTH && nesting_depth(bytes) > MAX_SIDECAR_DEPTH
 }
 

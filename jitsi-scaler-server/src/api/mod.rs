@@ -3,6 +3,7 @@
 //! timeouts, body limits, panics answered as JSON.
 
 pub mod body;
+mod envelope;
 mod error;
 pub mod groups;
 pub mod health;
@@ -11,12 +12,12 @@ pub mod sidecar;
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -25,13 +26,11 @@ use jitsi_scaler_core::engine::Scaler;
 use jitsi_scaler_core::group::Group;
 use jitsi_scaler_core::group::file::parse_groups_file;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use envelope::panic_response;
+pub use envelope::{Envelope, EnvelopeLayer, X_REQUEST_ID};
 pub use error::ApiError;
 
 use crate::telemetry::Metrics;
@@ -229,60 +228,6 @@ impl AppState {
     }
 }
 
-/// Request ids: a process-wide prefix and a counter (cheap, unique per process).
-#[derive(Clone, Debug)]
-struct Ids {
-    prefix: Arc<str>,
-    next: Arc<AtomicU64>,
-}
-
-impl MakeRequestId for Ids {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-fn ids() -> Ids {
-    use rand::Rng;
-    let prefix: String = rand::rng()
-        .sample_iter(&rand::distr::Alphanumeric)
-        .take(8)
-        .map(char::from)
-        .collect();
-    Ids {
-        prefix: prefix.into(),
-        next: Arc::new(AtomicU64::new(1)),
-    }
-}
-
-/// The route pattern as the reference labels it: `/groups/{name}` → `/groups/name`.
-fn uri_label(req: &Request) -> String {
-    req.extensions().get::<MatchedPath>().map_or_else(
-        || "unmatched".to_owned(),
-        |p| p.as_str().replace(['{', '}'], ""),
-    )
-}
-
-/// HTTP metrics of the API port.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let uri = uri_label(&req);
-    let started = Instant::now();
-    state.metrics.http_in_flight.inc_by(&[&method], 1.0);
-    let response = next.run(req).await;
-    state.metrics.http_in_flight.inc_by(&[&method], -1.0);
-    let code = response.status().as_u16().to_string();
-    state.metrics.http_requests.inc(&[&method, &code, &uri]);
-    state
-        .metrics
-        .http_duration
-        .observe(&[&method, &uri], started.elapsed().as_secs_f64());
-    response
-}
-
 /// Authentication of the API routes.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
@@ -309,24 +254,6 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             error.into_response()
         }
     }
-}
-
-/// A request past its deadline.
-async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable("the request took too long".into()).into_response(),
-    }
-}
-
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default();
-    tracing::error!(panic = %detail, "a request handler panicked");
-    ApiError::Internal("internal error".into()).into_response()
 }
 
 async fn no_route() -> ApiError {
@@ -393,28 +320,11 @@ pub fn api_router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
-        .layer(middleware::from_fn_with_state(state.clone(), deadline))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(()),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(ids()))
+        .layer(EnvelopeLayer::new(
+            state.metrics.clone(),
+            state.limits.request_timeout,
+        ))
         .with_state(state)
-}
-
-/// Every log line of a request carries its id, method and path.
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
 }
 
 /// The metrics port's router: health, readiness, metrics.

@@ -70,36 +70,52 @@ pub struct Family {
     help: String,
     labels: Vec<&'static str>,
     kind: Kind,
-    series: RwLock<BTreeMap<Vec<String>, Arc<Series>>>,
+    /// Keyed by the label values joined by [`KEY_SEPARATOR`] (sorted as the values are), so a
+    /// lookup needs no allocation; the values themselves are kept beside each series.
+    series: RwLock<SeriesMap>,
+}
+
+/// Series by joined key, each with its label values.
+type SeriesMap = BTreeMap<String, (Vec<String>, Arc<Series>)>;
+
+/// Ends each label value in a series key: below every printable character, so joined keys
+/// sort as their value lists do.
+const KEY_SEPARATOR: char = '\u{1f}';
+
+thread_local! {
+    /// The key of the series being looked up, reused by every lookup on this thread.
+    static LOOKUP_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl Family {
     fn series(&self, values: &[&str]) -> Arc<Series> {
-        if let Ok(map) = self.series.read()
-            && let Some(s) = map.get(
-                values
-                    .iter()
-                    .map(|v| (*v).to_owned())
-                    .collect::<Vec<_>>()
-                    .as_slice(),
-            )
-        {
-            return s.clone();
-        }
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(key)
-            .or_insert_with(|| {
-                Arc::new(match &self.kind {
-                    Kind::Histogram(bounds) => Series::Histogram(HistogramSeries {
-                        buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-                        count: AtomicU64::new(0),
-                        sum: AtomicF64::default(),
-                    }),
-                    _ => Series::Value(AtomicF64::default()),
+        LOOKUP_KEY.with_borrow_mut(|key| {
+            key.clear();
+            for v in values {
+                key.push_str(v);
+                key.push(KEY_SEPARATOR);
+            }
+            if let Ok(map) = self.series.read()
+                && let Some((_, s)) = map.get(key.as_str())
+            {
+                return s.clone();
+            }
+            let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone())
+                .or_insert_with(|| {
+                    let series = Arc::new(match &self.kind {
+                        Kind::Histogram(bounds) => Series::Histogram(HistogramSeries {
+                            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+                            count: AtomicU64::new(0),
+                            sum: AtomicF64::default(),
+                        }),
+                        _ => Series::Value(AtomicF64::default()),
+                    });
+                    (values.iter().map(|v| (*v).to_owned()).collect(), series)
                 })
-            })
-            .clone()
+                .1
+                .clone()
+        })
     }
 
     /// Adds to a counter (or gauge) series.
@@ -149,7 +165,7 @@ impl Family {
             return;
         };
         if let Ok(mut map) = self.series.write() {
-            map.retain(|k, _| k[idx] != value);
+            map.retain(|_, (values, _)| values[idx] != value);
         }
     }
 
@@ -157,7 +173,7 @@ impl Family {
         let Ok(map) = self.series.read() else { return };
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind.name());
-        for (values, series) in map.iter() {
+        for (values, series) in map.values() {
             let labels = |extra: Option<(&str, String)>| -> String {
                 let mut pairs: Vec<String> = self
                     .labels
