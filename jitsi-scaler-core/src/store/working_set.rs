@@ -143,6 +143,14 @@ impl Dirty {
         }
     }
 
+    /// Marks the record `key` makes, making it only when changes are tracked (the key's
+    /// strings are not allocated on a check-in to a store that commits nothing).
+    fn mark(&mut self, key: impl FnOnce() -> Key) {
+        if self.tracking {
+            self.keys.insert(key());
+        }
+    }
+
     fn extend(&mut self, keys: impl IntoIterator<Item = Key>) {
         if self.tracking {
             self.keys.extend(keys);
@@ -178,6 +186,22 @@ pub(super) struct WorkingSet {
 
 fn pair(group: &str, id: &str) -> (String, String) {
     (group.to_owned(), id.to_owned())
+}
+
+/// Runs `f` on the value at `key`, inserting a default value first when there is none; the
+/// key is allocated only then.
+fn with_slot<V: Default, R>(
+    map: &mut HashMap<String, V>,
+    key: &str,
+    f: impl FnOnce(&mut V) -> R,
+) -> R {
+    if let Some(value) = map.get_mut(key) {
+        return f(value);
+    }
+    let mut value = V::default();
+    let result = f(&mut value);
+    map.insert(key.to_owned(), value);
+    result
 }
 
 impl WorkingSet {
@@ -296,17 +320,18 @@ impl WorkingSet {
         kind: InstanceAuditKind,
         at_ms: UnixMillis,
     ) {
-        let audits = self.instance_audit.entry(group.to_owned()).or_default();
-        match audits.get_mut(instance_id) {
-            Some(a) => a.apply(kind, at_ms),
-            None => {
-                let mut a = InstanceAudit::new(instance_id);
-                a.apply(kind, at_ms);
-                audits.insert(instance_id.to_owned(), a);
+        with_slot(&mut self.instance_audit, group, |audits| {
+            match audits.get_mut(instance_id) {
+                Some(a) => a.apply(kind, at_ms),
+                None => {
+                    let mut a = InstanceAudit::new(instance_id);
+                    a.apply(kind, at_ms);
+                    audits.insert(instance_id.to_owned(), a);
+                }
             }
-        }
-        let (g, id) = pair(group, instance_id);
-        self.dirty.insert(Key::InstanceAudit(g, id));
+        });
+        self.dirty
+            .mark(|| Key::InstanceAudit(group.to_owned(), instance_id.to_owned()));
     }
 
     fn live_states(&self, group: &str, now: UnixMillis) -> Vec<&StoredState> {
@@ -460,7 +485,8 @@ impl WorkingSet {
             ..Commands::default()
         };
         let report = matches!(check_in.kind, CheckInKind::Report { .. });
-        let mut audits = vec![InstanceAuditKind::LatestStatus];
+        // The latest status, and at most one reconfigure event.
+        let mut audits = [Some(InstanceAuditKind::LatestStatus), None];
         if let Some(pending) = &flags.reconfigure {
             if report {
                 if check_in
@@ -469,17 +495,17 @@ impl WorkingSet {
                 {
                     commands.reconfigure_acknowledged = true;
                     commands.reconfigure = None;
-                    audits.push(InstanceAuditKind::ReconfigureComplete);
+                    audits[1] = Some(InstanceAuditKind::ReconfigureComplete);
                 }
             } else if previous.is_none_or(|p| !p.has_reported()) {
                 commands.reconfigure_delivered = true;
-                audits.push(InstanceAuditKind::ReconfigureDelivered);
+                audits[1] = Some(InstanceAuditKind::ReconfigureDelivered);
             }
             if (commands.reconfigure_acknowledged || commands.reconfigure_delivered)
                 && let Some(f) = self.flags.get_mut(id)
             {
                 f.reconfigure = None;
-                self.dirty.insert(Key::Flags(id.to_owned()));
+                self.dirty.mark(|| Key::Flags(id.to_owned()));
             }
         }
         let new_state = match (&check_in.kind, previous) {
@@ -519,17 +545,22 @@ impl WorkingSet {
                     && p.report_timestamp == check_in.state.report_timestamp
             });
             if !shutting && !duplicate {
-                let series = self
-                    .samples
-                    .entry(group.to_owned())
-                    .or_default()
-                    .entry(id.to_owned())
-                    .or_default();
-                trim_series(&mut series.samples, at - check_in.sample_retention_ms);
-                series.samples.push(MetricSample { at_ms: at, value });
-                series.retention_ms = check_in.sample_retention_ms;
+                let retention_ms = check_in.sample_retention_ms;
+                with_slot(&mut self.samples, group, |series| {
+                    with_slot(series, id, |series| {
+                        let samples = &mut series.samples;
+                        trim_series(samples, at - retention_ms);
+                        if samples.len() == samples.capacity() {
+                            // A series settles at its window's sample count: grow by a
+                            // quarter, not twice over (most of a series' memory).
+                            samples.reserve_exact(samples.len() / 4 + 4);
+                        }
+                        samples.push(MetricSample { at_ms: at, value });
+                        series.retention_ms = retention_ms;
+                    })
+                });
                 self.dirty
-                    .insert(Key::Samples(group.to_owned(), id.to_owned()));
+                    .mark(|| Key::Samples(group.to_owned(), id.to_owned()));
                 commands.sample_written = true;
             }
         }
@@ -537,17 +568,20 @@ impl WorkingSet {
             Some(s) if s.retain_until_ms >= now => s.seq,
             _ => self.next_seq(),
         };
-        self.states.entry(group.to_owned()).or_default().insert(
-            id.to_owned(),
-            StoredState {
-                state: new_state,
-                retain_until_ms: now + check_in.state_retention_ms,
-                seq,
-            },
-        );
+        let stored = StoredState {
+            state: new_state,
+            retain_until_ms: now + check_in.state_retention_ms,
+            seq,
+        };
+        with_slot(&mut self.states, group, |states| match states.get_mut(id) {
+            Some(slot) => *slot = stored,
+            None => {
+                states.insert(id.to_owned(), stored);
+            }
+        });
         self.dirty
-            .insert(Key::State(group.to_owned(), id.to_owned()));
-        for kind in audits {
+            .mark(|| Key::State(group.to_owned(), id.to_owned()));
+        for kind in audits.into_iter().flatten() {
             self.audit_instance(group, id, kind, at);
         }
         self.check_ins += 1;
