@@ -11,7 +11,8 @@
 //! run where the server was not the bottleneck is visible.
 //!
 //! Phases per target: a closed loop (`LOAD_REQUESTS` requests over `LOAD_CONNECTIONS`
-//! sidecars, as fast as the server answers): throughput and latency; then an open loop at
+//! sidecars, as fast as the server answers, in `LOAD_ROUNDS` rounds taking turns between the
+//! targets; the median round is reported): throughput and latency; then an open loop at
 //! `LOAD_RATE` check-ins/s for `LOAD_RATE_SECS` seconds, latency measured from each
 //! request's scheduled time (no coordinated omission). `LOAD_TARGETS` picks the targets
 //! (`bare,memory,embedded`), `LOAD_PIN=0` turns pinning off.
@@ -156,6 +157,7 @@ struct Settings {
     rate: u64,
     rate_secs: u64,
     targets: Vec<String>,
+    rounds: usize,
     pin: bool,
 }
 
@@ -171,6 +173,7 @@ impl Settings {
                 .split(',')
                 .map(str::to_owned)
                 .collect(),
+            rounds: env_or("LOAD_ROUNDS", 5usize).max(1),
             // The generator re-executed under taskset sees one CPU: it is pinned already.
             pin: std::env::var_os(PINNED).is_some()
                 || (env_or("LOAD_PIN", 1u8) == 1 && cpus >= 2 && has_taskset()),
@@ -242,30 +245,50 @@ async fn drive_all(settings: Settings) {
         .map(|_| key.sidecar_token(iat))
         .collect();
 
-    let mut outcomes = Vec::new();
+    // Every server up and warmed first (idle servers cost nothing), then the closed loop in
+    // rounds that take turns between the targets, so a slow spell of a shared machine falls on
+    // every target alike; each target's closed-loop figures are those of its median round.
+    let mut targets = Vec::new();
     for target in &settings.targets {
-        let mut server = ChildServer::start(target, &keys, settings.pin);
+        let server = ChildServer::start(target, &keys, settings.pin);
         if target != "bare" {
             create_group(server.addr).await;
         }
         let sidecars = Arc::new(requests_for(server.addr, &tokens));
         // Warm-up: every sidecar's state created and its token verified once.
         run_closed(server.addr, &sidecars, settings.connections).await;
-        let cpu_before = server.cpu_time();
-        let closed = run_closed(server.addr, &sidecars, settings.requests).await;
-        let server_cpu = (server.cpu_time() - cpu_before) / closed.elapsed.as_secs_f64();
+        targets.push((target.clone(), server, sidecars, Vec::new(), 0.0f64));
+    }
+    let per_round = (settings.requests / settings.rounds).max(settings.connections);
+    for _ in 0..settings.rounds {
+        for (_, server, sidecars, runs, cpu) in &mut targets {
+            let before = server.cpu_time();
+            let run = run_closed(server.addr, sidecars, per_round).await;
+            *cpu += (server.cpu_time() - before) / run.elapsed.as_secs_f64();
+            runs.push(run);
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (target, mut server, sidecars, mut runs, cpu) in targets {
+        runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
+        let spread = (runs[0].throughput(), runs[runs.len() - 1].throughput());
+        let closed = runs.swap_remove(runs.len() / 2);
+        let server_cpu = cpu / settings.rounds as f64;
         let open = run_open(server.addr, &sidecars, settings.rate, settings.rate_secs).await;
         let peak_rss = server.peak_rss();
         server.stop();
         println!(
-            "{target:>9}: {:>8.0} req/s closed-loop (server CPU {:.0}%), p99 {:.0} µs at {} req/s",
+            "{target:>9}: {:>8.0} req/s closed-loop, median of {} rounds ({:.0}–{:.0}; server CPU {:.0}%), p99 {:.0} µs at {} req/s",
             closed.throughput(),
+            settings.rounds,
+            spread.0,
+            spread.1,
             server_cpu * 100.0,
             micros(open.latencies.quantile(0.99)),
             settings.rate
         );
         outcomes.push(Outcome {
-            target: target.clone(),
+            target,
             closed,
             open,
             peak_rss,

@@ -22,7 +22,7 @@ pub fn serve_args(store: &str, data_dir: &Path, extra: &[String]) -> ServeArgs {
         "--leader-election",
         "single",
         "--log-level",
-        "warn",
+        "info",
         "--store",
         store,
     ]
