@@ -3,7 +3,10 @@
 //! reference's StatsReport of a JVB (its whole `/colibri/stats`), write state and sample to
 //! the store and read the commands, and serialize the answer. Once per store: `MemoryStore`,
 //! `EmbeddedStore` (redb on a temporary directory) and, when `redis-server` is installed,
-//! `RedisStore` on a redis-server of its own.
+//! `RedisStore` on a redis-server of its own. Then `memory-router`: the same check-in as a
+//! request through the API router itself (the request envelope, routing, the authentication
+//! layer, body limits, the handler, the JSON answer), logging at `info` as `serve` does by
+//! default: everything of the server's request path but hyper and the socket.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +20,11 @@ use jitsi_scaler_core::engine::Scaler;
 use jitsi_scaler_core::sidecar::parse_stats_report;
 use jitsi_scaler_core::store::redis_testkit::RedisServer;
 use jitsi_scaler_core::store::{EmbeddedStore, MemoryStore, RedisConfig, RedisStore, Store};
+use jitsi_scaler_server::api::{self, AppState, GroupsSource, Limits};
 use jitsi_scaler_server::auth::{AuthConfig, Authenticator};
+use jitsi_scaler_server::telemetry::{self, LogFormat, Metrics};
 use tokio::runtime::Runtime;
+use tower::ServiceExt;
 
 /// Distinct sidecars the check-ins rotate through.
 const SIDECARS: usize = 1_000;
@@ -123,6 +129,61 @@ fn bench_store(c: &mut Criterion, rt: &Runtime, fleet: &Fleet, name: &str, scale
     group.finish();
 }
 
+/// The API router over `scaler`, authenticating with the fleet's (warmed) token cache.
+fn router_on(fleet: &Fleet, scaler: &Scaler) -> axum::Router {
+    let state = AppState::new(
+        scaler.clone(),
+        Arc::new(fleet.auth.clone()),
+        Arc::new(Metrics::new()),
+        Limits::default(),
+        GroupsSource::default(),
+    );
+    api::api_router(state)
+}
+
+/// Check-in number `n` as a request through the router.
+async fn check_in_routed(fleet: &Fleet, router: &axum::Router, n: usize) -> axum::body::Bytes {
+    let sidecar = n % SIDECARS;
+    let body = fleet.bodies[(n / SIDECARS) % 2][sidecar].clone();
+    let request = http::Request::post("/sidecar/status")
+        .header(http::header::AUTHORIZATION, fleet.headers[sidecar].clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    assert!(response.status().is_success(), "{}", response.status());
+    axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .expect("answer")
+}
+
+fn bench_router(c: &mut Criterion, rt: &Runtime, fleet: &Fleet, scaler: &Scaler) {
+    telemetry::init_logging(LogFormat::Text, "info");
+    let router = router_on(fleet, scaler);
+    rt.block_on(async {
+        for n in 0..SIDECARS {
+            check_in_routed(fleet, &router, n).await;
+        }
+    });
+    let mut group = c.benchmark_group("checkin");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(8));
+    let mut n = 0usize;
+    group.bench_function("memory-router", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(check_in_routed(fleet, &router, n).await);
+                    n += 1;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
 fn checkin(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -148,6 +209,9 @@ fn checkin(c: &mut Criterion) {
         }
         None => eprintln!("checkin/redis skipped: no redis-server installed"),
     }
+
+    let routed = rt.block_on(scaler_on(Arc::new(MemoryStore::new())));
+    bench_router(c, &rt, &fleet, &routed);
 }
 
 criterion_group!(benches, checkin);
