@@ -134,10 +134,11 @@ pub struct StatsReport {
 }
 
 #[derive(Deserialize)]
-struct ReportWire {
+struct ReportWire<'a> {
     instance: Option<Box<RawValue>>,
-    #[serde(default)]
-    stats: Option<Box<RawValue>>,
+    /// Borrowed from the body: read once more by the lenient stats parser, never kept.
+    #[serde(default, borrow)]
+    stats: Option<&'a RawValue>,
     #[serde(default)]
     timestamp: crate::instance::Lenient<f64>,
     #[serde(default, rename = "shutdownStatus")]
@@ -168,7 +169,7 @@ pub fn parse_stats_report(body: &[u8]) -> Result<StatsReport, WireError> {
             .ok_or(WireError::MissingField("instance.instanceId"))?,
         "instance.instanceId",
     )?;
-    let (stats, stats_empty) = match &wire.stats {
+    let (stats, stats_empty) = match wire.stats {
         Some(raw) => {
             let parsed = ComponentStatsWire::parse(raw.get());
             let text = raw.get().trim();
