@@ -244,7 +244,7 @@ fn bucket_sorted(
             newest = s.value;
             rest = tail;
         }
-        close_bucket(scratch, &mut present, idx, sum, n, newest);
+        close_bucket(scratch, &mut present, idx, sum, n, (last, newest));
     }
     // Samples after `now` are outside the window, but must be in order too.
     for s in rest {
@@ -262,10 +262,10 @@ fn close_bucket(
     idx: usize,
     sum: f64,
     n: u32,
-    newest: f64,
+    newest: (UnixMillis, f64),
 ) {
     scratch.sums[idx] = if n == 1 { sum } else { sum / f64::from(n) };
-    scratch.newest[idx] = (0, newest);
+    scratch.newest[idx] = newest;
     *present |= 1 << idx;
 }
 
