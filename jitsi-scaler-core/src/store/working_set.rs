@@ -136,15 +136,8 @@ pub(super) struct Dirty {
 }
 
 impl Dirty {
-    /// Marks a record (a no-op when changes are not tracked).
-    pub(super) fn insert(&mut self, key: Key) {
-        if self.tracking {
-            self.keys.insert(key);
-        }
-    }
-
-    /// Marks the record `key` makes, making it only when changes are tracked (the key's
-    /// strings are not allocated on a check-in to a store that commits nothing).
+    /// Marks the record `key` makes, making it only when changes are tracked (a store that
+    /// commits nothing allocates no key strings).
     fn mark(&mut self, key: impl FnOnce() -> Key) {
         if self.tracking {
             self.keys.insert(key());
@@ -182,10 +175,6 @@ pub(super) struct WorkingSet {
     pub(super) group_audit: HashMap<String, GroupAuditLog>,
     pub(super) instance_audit: HashMap<String, BTreeMap<String, InstanceAudit>>,
     dirty: Dirty,
-}
-
-fn pair(group: &str, id: &str) -> (String, String) {
-    (group.to_owned(), id.to_owned())
 }
 
 /// Runs `f` on the value at `key`, inserting a default value first when there is none; the
@@ -231,7 +220,7 @@ impl WorkingSet {
     #[cfg(feature = "embedded")]
     /// Marks a record for the next commit (a record absent from the working set is deleted).
     pub(super) fn touch(&mut self, key: Key) {
-        self.dirty.insert(key);
+        self.dirty.mark(|| key);
     }
 
     #[cfg(feature = "embedded")]
@@ -300,7 +289,7 @@ impl WorkingSet {
             Some(token) => {
                 if token > self.newest_token {
                     self.newest_token = token;
-                    self.dirty.insert(Key::NewestToken);
+                    self.dirty.mark(|| Key::NewestToken);
                 }
                 Ok(())
             }
@@ -393,7 +382,7 @@ impl WorkingSet {
         let mut stored = record.clone();
         stored.version = version;
         self.groups.insert(name.clone(), stored);
-        self.dirty.insert(Key::Group(name.clone()));
+        self.dirty.mark(|| Key::Group(name.clone()));
         Ok(version)
     }
 
@@ -406,7 +395,7 @@ impl WorkingSet {
         self.fence(fence)?;
         let existed = self.groups.remove(name).is_some();
         if existed {
-            self.dirty.insert(Key::Group(name.to_owned()));
+            self.dirty.mark(|| Key::Group(name.to_owned()));
         }
         if let Some(states) = self.states.remove(name) {
             self.dirty
@@ -420,7 +409,7 @@ impl WorkingSet {
             );
         }
         if self.runtime.remove(name).is_some() {
-            self.dirty.insert(Key::Runtime(name.to_owned()));
+            self.dirty.mark(|| Key::Runtime(name.to_owned()));
         }
         Ok(existed)
     }
@@ -611,8 +600,8 @@ impl WorkingSet {
                     seq,
                 },
             );
-            let (g, id) = pair(group, &state.instance_id);
-            self.dirty.insert(Key::State(g, id));
+            self.dirty
+                .mark(|| Key::State(group.to_owned(), state.instance_id.clone()));
         }
         Ok(())
     }
@@ -629,7 +618,7 @@ impl WorkingSet {
             let Some(removed) = self.states.get_mut(group).and_then(|m| m.remove(id)) else {
                 continue;
             };
-            self.dirty.insert(Key::State(group.to_owned(), id.clone()));
+            self.dirty.mark(|| Key::State(group.to_owned(), id.clone()));
             if let Some(audit) = self
                 .instance_audit
                 .get_mut(group)
@@ -637,7 +626,7 @@ impl WorkingSet {
             {
                 audit.latest_status_info = Some(removed.state);
                 self.dirty
-                    .insert(Key::InstanceAudit(group.to_owned(), id.clone()));
+                    .mark(|| Key::InstanceAudit(group.to_owned(), id.clone()));
             }
         }
         Ok(())
@@ -692,7 +681,7 @@ impl WorkingSet {
                 FlagUpdate::Protect { until_ms, .. } => flags.protected_until_ms = Some(*until_ms),
             }
             self.dirty
-                .insert(Key::Flags(update.instance_id().to_owned()));
+                .mark(|| Key::Flags(update.instance_id().to_owned()));
         }
         Ok(())
     }
@@ -715,7 +704,7 @@ impl WorkingSet {
         self.fence(fence)?;
         if self.groups.contains_key(group) {
             self.runtime.insert(group.to_owned(), runtime.clone());
-            self.dirty.insert(Key::Runtime(group.to_owned()));
+            self.dirty.mark(|| Key::Runtime(group.to_owned()));
         }
         Ok(())
     }
@@ -736,7 +725,7 @@ impl WorkingSet {
                     let log = self.group_audit.entry(group.to_owned()).or_default();
                     log.apply(e);
                     log.trim(now - retention.audit_ms);
-                    self.dirty.insert(Key::GroupAudit(group.to_owned()));
+                    self.dirty.mark(|| Key::GroupAudit(group.to_owned()));
                 }
                 AuditEvent::Instance(e) => {
                     self.audit_instance(group, &e.instance_id, e.kind, e.at_ms)
@@ -802,7 +791,7 @@ impl WorkingSet {
             states.retain(|id, s| {
                 let keep = s.retain_until_ms >= now;
                 if !keep {
-                    dirty.insert(Key::State(group.clone(), id.clone()));
+                    dirty.mark(|| Key::State(group.clone(), id.clone()));
                 }
                 keep
             });
@@ -815,7 +804,7 @@ impl WorkingSet {
                     .last()
                     .is_some_and(|newest| newest.at_ms >= now - s.retention_ms);
                 if !keep {
-                    dirty.insert(Key::Samples(group.clone(), id.clone()));
+                    dirty.mark(|| Key::Samples(group.clone(), id.clone()));
                 }
                 keep
             });
@@ -824,14 +813,14 @@ impl WorkingSet {
         self.flags.retain(|id, f| {
             let keep = !f.live(now).is_empty();
             if !keep {
-                dirty.insert(Key::Flags(id.clone()));
+                dirty.mark(|| Key::Flags(id.clone()));
             }
             keep
         });
         let oldest = now - retention.audit_ms;
         for (group, log) in &mut self.group_audit {
             if trim_changed(log, oldest) {
-                dirty.insert(Key::GroupAudit(group.clone()));
+                dirty.mark(|| Key::GroupAudit(group.clone()));
             }
         }
         self.group_audit.retain(|_, l| !l.is_empty());
@@ -839,7 +828,7 @@ impl WorkingSet {
             audits.retain(|id, a| {
                 let keep = a.newest_ms().is_some_and(|t| t >= oldest);
                 if !keep {
-                    dirty.insert(Key::InstanceAudit(group.clone(), id.clone()));
+                    dirty.mark(|| Key::InstanceAudit(group.clone(), id.clone()));
                 }
                 keep
             });
