@@ -140,6 +140,20 @@ pub enum InstanceAuditKind {
     ReconfigureDelivered,
 }
 
+impl InstanceAuditKind {
+    /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
+    pub const ALL: [InstanceAuditKind; 8] = [
+        InstanceAuditKind::RequestToLaunch,
+        InstanceAuditKind::LatestStatus,
+        InstanceAuditKind::RequestToTerminate,
+        InstanceAuditKind::ConfirmationOfTermination,
+        InstanceAuditKind::RequestToReconfigure,
+        InstanceAuditKind::ReconfigureComplete,
+        InstanceAuditKind::ServerTerminate,
+        InstanceAuditKind::ReconfigureDelivered,
+    ];
+}
+
 /// An instance audit event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -344,7 +358,26 @@ impl InstanceAudit {
 
     /// Records an event (the latest time of each kind is kept).
     pub fn apply(&mut self, kind: InstanceAuditKind, at_ms: UnixMillis) {
-        let slot = match kind {
+        let slot = self.slot_mut(kind);
+        *slot = Some(slot.map_or(at_ms, |t| t.max(at_ms)));
+    }
+
+    /// The latest time of an event kind, if it happened.
+    pub fn time_of(&self, kind: InstanceAuditKind) -> Option<UnixMillis> {
+        match kind {
+            InstanceAuditKind::RequestToLaunch => self.request_to_launch,
+            InstanceAuditKind::LatestStatus => self.latest_status,
+            InstanceAuditKind::RequestToTerminate => self.request_to_terminate,
+            InstanceAuditKind::ConfirmationOfTermination => self.termination_confirmation,
+            InstanceAuditKind::RequestToReconfigure => self.request_to_reconfigure,
+            InstanceAuditKind::ReconfigureComplete => self.reconfigure_complete,
+            InstanceAuditKind::ServerTerminate => self.server_terminate,
+            InstanceAuditKind::ReconfigureDelivered => self.reconfigure_delivered,
+        }
+    }
+
+    fn slot_mut(&mut self, kind: InstanceAuditKind) -> &mut Option<UnixMillis> {
+        match kind {
             InstanceAuditKind::RequestToLaunch => &mut self.request_to_launch,
             InstanceAuditKind::LatestStatus => &mut self.latest_status,
             InstanceAuditKind::RequestToTerminate => &mut self.request_to_terminate,
@@ -353,25 +386,15 @@ impl InstanceAudit {
             InstanceAuditKind::ReconfigureComplete => &mut self.reconfigure_complete,
             InstanceAuditKind::ServerTerminate => &mut self.server_terminate,
             InstanceAuditKind::ReconfigureDelivered => &mut self.reconfigure_delivered,
-        };
-        *slot = Some(slot.map_or(at_ms, |t| t.max(at_ms)));
+        }
     }
 
     /// The newest time of any event.
     pub fn newest_ms(&self) -> Option<UnixMillis> {
-        [
-            self.request_to_launch,
-            self.latest_status,
-            self.request_to_terminate,
-            self.request_to_reconfigure,
-            self.reconfigure_complete,
-            self.termination_confirmation,
-            self.server_terminate,
-            self.reconfigure_delivered,
-        ]
-        .into_iter()
-        .flatten()
-        .max()
+        InstanceAuditKind::ALL
+            .into_iter()
+            .filter_map(|kind| self.time_of(kind))
+            .max()
     }
 }
 
@@ -381,6 +404,13 @@ mod tests {
     use serde_json::json;
 
     const T0: UnixMillis = 1_773_856_800_000; // 2026-03-18T18:00:00.000Z
+
+    #[test]
+    fn every_instance_audit_kind_sits_at_its_own_index() {
+        for (i, kind) in InstanceAuditKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i, "{kind:?}");
+        }
+    }
 
     #[test]
     fn group_audit_serialises_in_the_reference_shape() {

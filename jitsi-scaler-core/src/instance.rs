@@ -5,6 +5,7 @@
 //! check-in path fast and a tracked instance small.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -264,19 +265,24 @@ impl InstanceStatus {
 }
 
 /// An instance's free metadata: the sidecar's `InstanceDetails`, kept verbatim as JSON text
-/// (an empty object when absent).
+/// (an empty object when absent). Shared, not copied, between the copies of a state (the
+/// store's, a snapshot's, a report's).
 #[derive(Clone, Debug, Default)]
-pub struct Metadata(Option<Box<RawValue>>);
+pub struct Metadata(Option<Arc<RawValue>>);
 
 impl Metadata {
     /// Wraps a JSON value received from a sidecar.
     pub fn from_raw(raw: Box<RawValue>) -> Self {
-        Self(Some(raw))
+        Self(Some(Arc::from(raw)))
     }
 
     /// Metadata of a launch placeholder: `{"group": <group>}`.
     pub fn for_group(group: &str) -> Self {
-        Self(serde_json::value::to_raw_value(&serde_json::json!({ "group": group })).ok())
+        Self(
+            serde_json::value::to_raw_value(&serde_json::json!({ "group": group }))
+                .ok()
+                .map(Arc::from),
+        )
     }
 
     /// The JSON text.

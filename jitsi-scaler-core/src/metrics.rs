@@ -9,7 +9,10 @@
 //! This runs for every group on every pass, so it allocates nothing per instance: callers keep
 //! a [`WindowScratch`] and reuse it.
 
-use serde::{Deserialize, Serialize};
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clock::UnixMillis;
 use crate::instance::TypeClass;
@@ -29,7 +32,76 @@ pub struct InstanceSamples {
     /// Instance id.
     pub instance_id: String,
     /// Samples, oldest first.
-    pub samples: Vec<MetricSample>,
+    pub samples: SharedSamples,
+}
+
+/// A read-only run of samples, oldest first, that shares its memory with the series it was
+/// read from: a store's snapshot holds a reference to each series, not a copy (the store copies
+/// a series only if it writes to it while a snapshot still holds it). Reads as a slice.
+#[derive(Clone, Debug, Default)]
+pub struct SharedSamples {
+    series: Arc<Vec<MetricSample>>,
+    from: usize,
+}
+
+impl SharedSamples {
+    /// The samples of `series` from index `from` on (none past its end).
+    pub fn tail(series: Arc<Vec<MetricSample>>, from: usize) -> Self {
+        let from = from.min(series.len());
+        Self { series, from }
+    }
+
+    /// The samples as a slice.
+    pub fn as_slice(&self) -> &[MetricSample] {
+        &self.series[self.from..]
+    }
+}
+
+impl Deref for SharedSamples {
+    type Target = [MetricSample];
+
+    fn deref(&self) -> &[MetricSample] {
+        self.as_slice()
+    }
+}
+
+impl<'a> IntoIterator for &'a SharedSamples {
+    type Item = &'a MetricSample;
+    type IntoIter = std::slice::Iter<'a, MetricSample>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+impl From<Vec<MetricSample>> for SharedSamples {
+    fn from(samples: Vec<MetricSample>) -> Self {
+        Self::tail(Arc::new(samples), 0)
+    }
+}
+
+impl FromIterator<MetricSample> for SharedSamples {
+    fn from_iter<I: IntoIterator<Item = MetricSample>>(iter: I) -> Self {
+        Vec::from_iter(iter).into()
+    }
+}
+
+impl PartialEq for SharedSamples {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Serialize for SharedSamples {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedSamples {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<MetricSample>::deserialize(d).map(Self::from)
+    }
 }
 
 /// Which buckets to build.
@@ -417,7 +489,7 @@ mod tests {
         samples.sort_by_key(|s| s.at_ms);
         InstanceSamples {
             instance_id: id.to_owned(),
-            samples,
+            samples: samples.into(),
         }
     }
 
@@ -643,7 +715,9 @@ mod tests {
 
     #[test]
     fn trimming_keeps_only_recent_samples() {
-        let mut s = series("A", &[(300.0, 1.0), (200.0, 2.0), (100.0, 3.0)]).samples;
+        let mut s = series("A", &[(300.0, 1.0), (200.0, 2.0), (100.0, 3.0)])
+            .samples
+            .to_vec();
         trim_series(&mut s, NOW - 250_000);
         assert_eq!(
             s.iter().map(|x| x.value).collect::<Vec<_>>(),

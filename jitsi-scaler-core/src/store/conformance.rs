@@ -381,6 +381,28 @@ where
             .collect::<Vec<_>>(),
         vec![3.0, 4.0, 5.0]
     );
+    // A snapshot is what the store held when it was taken: later writes (which trim the
+    // series' oldest samples and append) do not show through it.
+    for i in 6..10 {
+        let now = T0 + i * 60_000;
+        clock.set(now);
+        store
+            .check_in(&report("g", report_state("i-1", now, now - 1, i as f64)))
+            .await
+            .expect("check-in");
+    }
+    assert_eq!(
+        snap.samples[0]
+            .samples
+            .iter()
+            .map(|s| s.value)
+            .collect::<Vec<_>>(),
+        vec![3.0, 4.0, 5.0]
+    );
+    assert_eq!(
+        samples_of(&*store, "g", "i-1").await,
+        vec![5.0, 6.0, 7.0, 8.0, 9.0]
+    );
 }
 
 /// A draining or provisioning state, or a confirmed shutdown, writes no sample; flags expire;

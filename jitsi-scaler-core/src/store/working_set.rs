@@ -4,7 +4,8 @@
 //!
 //! [`MemoryStore`]: crate::store::MemoryStore
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,7 @@ use crate::audit::{AuditEvent, GroupAuditLog, InstanceAudit, InstanceAuditKind};
 use crate::clock::UnixMillis;
 use crate::instance::{InstanceFlags, InstanceRecord, InstanceState, ReconfigureRequest};
 use crate::leader::FencingToken;
-use crate::metrics::{InstanceSamples, MetricSample, trim_series};
+use crate::metrics::{InstanceSamples, MetricSample, SharedSamples, trim_series};
 use crate::store::{
     CheckIn, CheckInKind, Commands, Expect, FlagUpdate, GroupRecord, GroupRuntime, GroupSnapshot,
     Retention, StoreError,
@@ -120,12 +121,77 @@ impl StoredFlags {
 }
 
 /// One instance's metric samples, with the retention its last check-in asked for (used only to
-/// drop series nobody can ask for any more).
+/// drop series nobody can ask for any more). The samples are shared with the snapshots that
+/// read them and copied on write only while one still does.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Series {
     pub(super) retention_ms: i64,
-    pub(super) samples: Vec<MetricSample>,
+    pub(super) samples: Arc<Vec<MetricSample>>,
+}
+
+/// One instance's audit as the working set holds it: the latest time of each event kind and,
+/// once the instance's state is removed, that last state. A fraction of an [`InstanceAudit`]'s
+/// size (its id is the map's key; its state, while live, is the state record's).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct StoredAudit {
+    /// By [`InstanceAuditKind::ALL`]'s order; [`StoredAudit::NEVER`] where a kind never happened.
+    times: [UnixMillis; InstanceAuditKind::ALL.len()],
+    removed_state: Option<Box<InstanceState>>,
+}
+
+impl StoredAudit {
+    /// The time of a kind that never happened.
+    const NEVER: UnixMillis = UnixMillis::MIN;
+
+    fn empty() -> Self {
+        Self {
+            times: [Self::NEVER; InstanceAuditKind::ALL.len()],
+            removed_state: None,
+        }
+    }
+
+    /// Records an event (the latest time of each kind is kept).
+    fn apply(&mut self, kind: InstanceAuditKind, at_ms: UnixMillis) {
+        let slot = &mut self.times[kind as usize];
+        *slot = (*slot).max(at_ms);
+    }
+
+    /// The newest time of any event.
+    fn newest_ms(&self) -> Option<UnixMillis> {
+        self.times
+            .iter()
+            .copied()
+            .max()
+            .filter(|t| *t != Self::NEVER)
+    }
+
+    /// The full audit of instance `id`, with `state` as its latest status when given, else
+    /// the state it had when removed.
+    pub(super) fn to_audit(&self, id: &str, state: Option<&InstanceState>) -> InstanceAudit {
+        let mut audit = InstanceAudit::new(id);
+        for (kind, at_ms) in InstanceAuditKind::ALL.into_iter().zip(self.times) {
+            if at_ms != Self::NEVER {
+                audit.apply(kind, at_ms);
+            }
+        }
+        audit.latest_status_info = state
+            .cloned()
+            .or_else(|| self.removed_state.as_deref().cloned());
+        audit
+    }
+
+    /// The compact form of a full audit.
+    pub(super) fn from_audit(audit: InstanceAudit) -> Self {
+        let mut stored = Self::empty();
+        for kind in InstanceAuditKind::ALL {
+            if let Some(at_ms) = audit.time_of(kind) {
+                stored.apply(kind, at_ms);
+            }
+        }
+        stored.removed_state = audit.latest_status_info.map(Box::new);
+        stored
+    }
 }
 
 /// The records changed since the last commit, when changes are tracked.
@@ -173,7 +239,7 @@ pub(super) struct WorkingSet {
     pub(super) flags: HashMap<String, StoredFlags>,
     pub(super) runtime: HashMap<String, GroupRuntime>,
     pub(super) group_audit: HashMap<String, GroupAuditLog>,
-    pub(super) instance_audit: HashMap<String, BTreeMap<String, InstanceAudit>>,
+    pub(super) instance_audit: HashMap<String, HashMap<String, StoredAudit>>,
     dirty: Dirty,
 }
 
@@ -275,8 +341,7 @@ impl WorkingSet {
                 .instance_audit
                 .get(g)
                 .and_then(|m| m.get(id))
-                .cloned()
-                .map(Entry::InstanceAudit),
+                .map(|a| Entry::InstanceAudit(a.to_audit(id, None))),
         }
     }
 
@@ -313,7 +378,7 @@ impl WorkingSet {
             match audits.get_mut(instance_id) {
                 Some(a) => a.apply(kind, at_ms),
                 None => {
-                    let mut a = InstanceAudit::new(instance_id);
+                    let mut a = StoredAudit::empty();
                     a.apply(kind, at_ms);
                     audits.insert(instance_id.to_owned(), a);
                 }
@@ -436,7 +501,7 @@ impl WorkingSet {
                         let from = s.samples.partition_point(|x| x.at_ms < samples_since_ms);
                         (from < s.samples.len()).then(|| InstanceSamples {
                             instance_id: id.clone(),
-                            samples: s.samples[from..].to_vec(),
+                            samples: SharedSamples::tail(Arc::clone(&s.samples), from),
                         })
                     })
                     .collect()
@@ -537,7 +602,7 @@ impl WorkingSet {
                 let retention_ms = check_in.sample_retention_ms;
                 with_slot(&mut self.samples, group, |series| {
                     with_slot(series, id, |series| {
-                        let samples = &mut series.samples;
+                        let samples = Arc::make_mut(&mut series.samples);
                         trim_series(samples, at - retention_ms);
                         if samples.len() == samples.capacity() {
                             // A series settles at its window's sample count: grow by a
@@ -624,7 +689,7 @@ impl WorkingSet {
                 .get_mut(group)
                 .and_then(|a| a.get_mut(id))
             {
-                audit.latest_status_info = Some(removed.state);
+                audit.removed_state = Some(Box::new(removed.state));
                 self.dirty
                     .mark(|| Key::InstanceAudit(group.to_owned(), id.clone()));
             }
@@ -765,22 +830,19 @@ impl WorkingSet {
             .into_iter()
             .map(|s| (s.state.instance_id.as_str(), &s.state))
             .collect();
-        self.instance_audit
+        let mut audits: Vec<InstanceAudit> = self
+            .instance_audit
             .get(group)
             .map(|audits| {
                 audits
-                    .values()
-                    .filter(|a| a.newest_ms().is_some_and(|t| t >= oldest))
-                    .map(|a| {
-                        let mut a = a.clone();
-                        if let Some(state) = live.get(a.instance_id.as_str()) {
-                            a.latest_status_info = Some((*state).clone());
-                        }
-                        a
-                    })
+                    .iter()
+                    .filter(|(_, a)| a.newest_ms().is_some_and(|t| t >= oldest))
+                    .map(|(id, a)| a.to_audit(id, live.get(id.as_str()).copied()))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        audits.sort_unstable_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        audits
     }
 
     /// Drops what has expired everywhere (states past retention, flags, old audit, sample
@@ -855,4 +917,45 @@ fn trim_changed(log: &mut GroupAuditLog, oldest_ms: UnixMillis) -> bool {
             log.last_auto_scaler_run,
             log.last_reconfigure_request,
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instance::Metadata;
+
+    const T0: UnixMillis = 1_773_856_800_000;
+
+    #[test]
+    fn a_stored_audit_keeps_every_kind_and_the_removed_state_through_the_full_form() {
+        let mut stored = StoredAudit::empty();
+        assert_eq!(stored.newest_ms(), None);
+        stored.apply(InstanceAuditKind::RequestToLaunch, T0);
+        stored.apply(InstanceAuditKind::LatestStatus, T0 + 20);
+        stored.apply(InstanceAuditKind::LatestStatus, T0 + 10);
+        stored.apply(InstanceAuditKind::ReconfigureDelivered, T0 + 5);
+        stored.removed_state = Some(Box::new(InstanceState::polled(
+            "i-1",
+            "JVB",
+            Metadata::default(),
+            T0,
+        )));
+        assert_eq!(stored.newest_ms(), Some(T0 + 20));
+
+        let full = stored.to_audit("i-1", None);
+        assert_eq!(full.instance_id, "i-1");
+        assert_eq!(full.request_to_launch, Some(T0));
+        assert_eq!(full.latest_status, Some(T0 + 20), "the latest time is kept");
+        assert_eq!(full.reconfigure_delivered, Some(T0 + 5));
+        assert_eq!(full.request_to_terminate, None);
+        assert_eq!(
+            full.latest_status_info.as_ref().map(|s| s.timestamp),
+            Some(T0)
+        );
+        assert_eq!(StoredAudit::from_audit(full), stored);
+
+        let live = InstanceState::polled("i-1", "JVB", Metadata::default(), T0 + 20);
+        let shown = stored.to_audit("i-1", Some(&live));
+        assert_eq!(shown.latest_status_info, Some(live), "a live state wins");
+    }
 }

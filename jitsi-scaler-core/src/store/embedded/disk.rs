@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
-use crate::store::working_set::{Change, Entry, Key, WorkingSet};
+use crate::store::working_set::{Change, Entry, Key, StoredAudit, WorkingSet};
 
 /// The layout version of the file. A newer file is refused; older ones are migrated on open.
 pub(super) const SCHEMA_VERSION: u64 = 1;
@@ -64,6 +64,11 @@ fn storage(what: &str, e: StorageError) -> StoreError {
     }
 }
 
+/// The file's page cache. The working set answers every read, so the cache only saves a
+/// commit re-reading the B-tree pages it rewrites; redb's own default (1 GiB) would keep a
+/// second copy of a large fleet resident for nothing.
+const PAGE_CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (creating if needed) the database file, with a clear error when another process holds
 /// it or it is not a sound redb file.
 pub(super) fn open_database(path: &Path) -> Result<Database, StoreError> {
@@ -71,6 +76,7 @@ pub(super) fn open_database(path: &Path) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     // Verify every page on open: a damaged file is reported, never trusted.
     builder.set_check_integrity_on_open(true);
+    builder.set_cache_size(PAGE_CACHE_BYTES);
     builder.create(path).map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
             StoreError::Unavailable(format!(
@@ -158,7 +164,7 @@ pub(super) fn load(db: &Database) -> Result<WorkingSet, StoreError> {
                 set.instance_audit
                     .entry(group.to_owned())
                     .or_default()
-                    .insert(id.to_owned(), audit);
+                    .insert(id.to_owned(), StoredAudit::from_audit(audit));
             }
             Err(e) => discard(
                 &mut set,

@@ -169,7 +169,7 @@ pub(crate) fn parse_samples(
         key: key.to_owned(),
         message,
     };
-    let mut out: Vec<InstanceSamples> = Vec::new();
+    let mut out: Vec<(String, Vec<MetricSample>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for pair in flat.chunks(2) {
         let [member, score] = pair else {
@@ -187,15 +187,18 @@ pub(crate) fn parse_samples(
             .map_err(|_| corrupt(format!("bad sample time {score:?}")))?
             as UnixMillis;
         let slot = *index.entry(id.to_owned()).or_insert_with(|| {
-            out.push(InstanceSamples {
-                instance_id: id.to_owned(),
-                samples: Vec::new(),
-            });
+            out.push((id.to_owned(), Vec::new()));
             out.len() - 1
         });
-        out[slot].samples.push(MetricSample { at_ms, value });
+        out[slot].1.push(MetricSample { at_ms, value });
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(|(instance_id, samples)| InstanceSamples {
+            instance_id,
+            samples: samples.into(),
+        })
+        .collect())
 }
 
 /// Every instance audit kind, in the order the scripts list them.
@@ -347,8 +350,8 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].instance_id, "a");
         assert_eq!(
-            got[0].samples,
-            vec![
+            got[0].samples.as_slice(),
+            [
                 MetricSample {
                     at_ms: 1000,
                     value: 0.5
