@@ -202,16 +202,7 @@ pub(crate) fn parse_samples(
 }
 
 /// Every instance audit kind, in the order the scripts list them.
-pub(crate) const AUDIT_KINDS: [InstanceAuditKind; 8] = [
-    InstanceAuditKind::RequestToLaunch,
-    InstanceAuditKind::LatestStatus,
-    InstanceAuditKind::RequestToTerminate,
-    InstanceAuditKind::ConfirmationOfTermination,
-    InstanceAuditKind::RequestToReconfigure,
-    InstanceAuditKind::ReconfigureComplete,
-    InstanceAuditKind::ServerTerminate,
-    InstanceAuditKind::ReconfigureDelivered,
-];
+pub(crate) const AUDIT_KINDS: [InstanceAuditKind; 8] = InstanceAuditKind::ALL;
 
 /// The field name of a kind (its JSON name).
 pub(crate) fn audit_kind_name(kind: InstanceAuditKind) -> &'static str {
