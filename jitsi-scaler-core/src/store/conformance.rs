@@ -105,6 +105,18 @@ fn poll(group: &str, id: &str, now: UnixMillis) -> CheckIn {
     }
 }
 
+/// Instance `i-1` of group `g` reports at minute `i` (from T0) with stress `i`, for each `i`.
+async fn report_each_minute(store: &dyn Store, clock: &ManualClock, minutes: std::ops::Range<i64>) {
+    for i in minutes {
+        let now = T0 + i * 60_000;
+        clock.set(now);
+        store
+            .check_in(&report("g", report_state("i-1", now, now - 1, i as f64)))
+            .await
+            .expect("check-in");
+    }
+}
+
 async fn samples_of(store: &dyn Store, group: &str, id: &str) -> Vec<f64> {
     let snap = store
         .snapshot(group, 0)
@@ -338,14 +350,7 @@ where
         .put_group(&GroupRecord::new(group("g", 1)), Expect::Any, None)
         .await
         .expect("group");
-    for i in 0..6 {
-        let now = T0 + i * 60_000;
-        clock.set(now);
-        store
-            .check_in(&report("g", report_state("i-1", now, now - 1, i as f64)))
-            .await
-            .expect("check-in");
-    }
+    report_each_minute(&*store, &clock, 0..6).await;
     // Retention 240 s at the last report (T0 + 300 s): samples from T0 + 60 s on.
     assert_eq!(
         samples_of(&*store, "g", "i-1").await,
@@ -383,14 +388,7 @@ where
     );
     // A snapshot is what the store held when it was taken: later writes (which trim the
     // series' oldest samples and append) do not show through it.
-    for i in 6..10 {
-        let now = T0 + i * 60_000;
-        clock.set(now);
-        store
-            .check_in(&report("g", report_state("i-1", now, now - 1, i as f64)))
-            .await
-            .expect("check-in");
-    }
+    report_each_minute(&*store, &clock, 6..10).await;
     assert_eq!(
         snap.samples[0]
             .samples
