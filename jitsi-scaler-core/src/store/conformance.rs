@@ -378,25 +378,13 @@ where
         .expect("snapshot")
         .expect("exists");
     assert_eq!(snap.samples.len(), 1);
-    assert_eq!(
-        snap.samples[0]
-            .samples
-            .iter()
-            .map(|s| s.value)
-            .collect::<Vec<_>>(),
-        vec![3.0, 4.0, 5.0]
-    );
+    let snapshot_values =
+        || -> Vec<f64> { snap.samples[0].samples.iter().map(|s| s.value).collect() };
+    assert_eq!(snapshot_values(), vec![3.0, 4.0, 5.0]);
     // A snapshot is what the store held when it was taken: later writes (which trim the
     // series' oldest samples and append) do not show through it.
     report_each_minute(&*store, &clock, 6..10).await;
-    assert_eq!(
-        snap.samples[0]
-            .samples
-            .iter()
-            .map(|s| s.value)
-            .collect::<Vec<_>>(),
-        vec![3.0, 4.0, 5.0]
-    );
+    assert_eq!(snapshot_values(), vec![3.0, 4.0, 5.0]);
     assert_eq!(
         samples_of(&*store, "g", "i-1").await,
         vec![5.0, 6.0, 7.0, 8.0, 9.0]
