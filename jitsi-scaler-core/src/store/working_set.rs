@@ -133,7 +133,7 @@ pub(super) struct Series {
 /// One instance's audit as the working set holds it: the latest time of each event kind and,
 /// once the instance's state is removed, that last state. A fraction of an [`InstanceAudit`]'s
 /// size (its id is the map's key; its state, while live, is the state record's).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct StoredAudit {
     /// By [`InstanceAuditKind::ALL`]'s order; [`StoredAudit::NEVER`] where a kind never happened.
     times: [UnixMillis; InstanceAuditKind::ALL.len()],
