@@ -129,7 +129,7 @@ fn instance(
         .collect();
     (
         InstanceRecord {
-            state,
+            state: state.into(),
             flags: InstanceFlags::default(),
         },
         InstanceSamples {

@@ -460,8 +460,9 @@ impl InstanceFlags {
 /// One instance as the engine sees it: its latest state and its server-side flags.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceRecord {
-    /// Latest state.
-    pub state: InstanceState,
+    /// Latest state, shared with the store that holds it (a snapshot of a large group copies
+    /// no state; `Arc::make_mut` gives a private copy to change).
+    pub state: Arc<InstanceState>,
     /// Flags (shutdown, confirmation, reconfigure, protection).
     pub flags: InstanceFlags,
 }
@@ -887,7 +888,7 @@ mod tests {
     fn record_shutting_down_by_any_account() {
         let state = InstanceState::polled("i", "JVB", Metadata::default(), 0);
         let mut rec = InstanceRecord {
-            state,
+            state: state.into(),
             flags: InstanceFlags::default(),
         };
         assert!(!rec.is_shutting_down());
@@ -899,7 +900,7 @@ mod tests {
         };
         assert!(rec.is_shutting_down());
         rec.flags = InstanceFlags::default();
-        rec.state.shutdown_status = true;
+        Arc::make_mut(&mut rec.state).shutdown_status = true;
         assert!(rec.is_shutting_down());
     }
 

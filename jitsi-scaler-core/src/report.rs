@@ -288,7 +288,10 @@ mod tests {
         let mut state = InstanceState::polled(id, "JVB", Metadata::from_raw(raw), NOW - 1_000);
         let mut flags = InstanceFlags::default();
         f(&mut state, &mut flags);
-        InstanceRecord { state, flags }
+        InstanceRecord {
+            state: state.into(),
+            flags,
+        }
     }
 
     fn cloud(id: &str, status: &str) -> CloudInstance {

@@ -150,7 +150,7 @@ fn record(i: usize, protected: bool, kind: u8, load: f64, provisioning: bool) ->
         }
     }
     InstanceRecord {
-        state,
+        state: state.into(),
         flags: InstanceFlags {
             protected_until_ms: protected.then_some(NOW + 1),
             ..InstanceFlags::default()

@@ -156,6 +156,8 @@ pub fn cloud_running(cloud: &[CloudInstance]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::instance::{InstanceFlags, InstanceState, Metadata};
 
@@ -166,7 +168,7 @@ mod tests {
         state.reported_at = Some(state.timestamp);
         state.status.stats = Some(Default::default());
         InstanceRecord {
-            state,
+            state: state.into(),
             flags: InstanceFlags::default(),
         }
     }
@@ -186,11 +188,11 @@ mod tests {
         let fresh = reported("a", 299);
         let stale = reported("b", 301);
         let mut placeholder = reported("c", 800);
-        placeholder.state.status.provisioning = true;
+        Arc::make_mut(&mut placeholder.state).status.provisioning = true;
         let mut draining = reported("d", 599);
         draining.flags.shutdown_requested_ms = Some(NOW);
         let mut gone = reported("e", 601);
-        gone.state.shutdown_status = true;
+        Arc::make_mut(&mut gone.state).shutdown_status = true;
         let records = vec![fresh, stale, placeholder, draining, gone];
         let inv = Inventory::build(&records, NOW, &t);
         let ids = |v: &[&InstanceRecord]| {
@@ -208,7 +210,7 @@ mod tests {
     #[test]
     fn untracked_are_running_cloud_instances_without_live_state() {
         let mut draining = reported("d", 10);
-        draining.state.is_shutting_down = true;
+        Arc::make_mut(&mut draining.state).is_shutting_down = true;
         let records = vec![reported("a", 10), draining, reported("old", 1000)];
         let inv = Inventory::build(&records, NOW, &Timings::default());
         let list = vec![
@@ -249,14 +251,14 @@ mod tests {
     fn poll_only_or_stale_reports_have_no_status() {
         let t = Timings::default();
         let polled = InstanceRecord {
-            state: InstanceState::polled("p", "JVB", Metadata::default(), NOW),
+            state: InstanceState::polled("p", "JVB", Metadata::default(), NOW).into(),
             flags: InstanceFlags::default(),
         };
         assert!(t.has_no_status(&polled, NOW));
         let mut r = reported("r", 10);
         assert!(!t.has_no_status(&r, NOW));
-        r.state.reported_at = Some(NOW - 301_000);
-        r.state.timestamp = NOW;
+        Arc::make_mut(&mut r.state).reported_at = Some(NOW - 301_000);
+        Arc::make_mut(&mut r.state).timestamp = NOW;
         assert!(
             t.has_no_status(&r, NOW),
             "polls keep it alive, its stats are stale"

@@ -271,6 +271,8 @@ pub fn decide_group<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::instance::{InstanceFlags, InstanceState, Metadata, StressStats};
     use crate::metrics::MetricSample;
@@ -306,7 +308,7 @@ mod tests {
             .collect();
         (
             InstanceRecord {
-                state,
+                state: state.into(),
                 flags: InstanceFlags::default(),
             },
             InstanceSamples {
@@ -369,7 +371,7 @@ mod tests {
     fn low_load_lowers_desired_and_flags_the_least_loaded() {
         let g = group(3);
         let (mut records, samples) = fleet(&[0.1, 0.05, 0.2]);
-        records[0].state.status.stats = Some(StressStats {
+        Arc::make_mut(&mut records[0].state).status.stats = Some(StressStats {
             stress_level: Some(0.1),
             participants: Some(9.0),
             ..StressStats::default()
@@ -411,7 +413,7 @@ mod tests {
     fn silence_holds_and_expired_states_are_reported() {
         let g = group(2);
         let (mut records, _) = fleet(&[0.1, 0.1]);
-        records[1].state.timestamp = NOW - 400_000;
+        Arc::make_mut(&mut records[1].state).timestamp = NOW - 400_000;
         let d = run(&g, &records, &[]);
         assert_eq!(d.expired.len(), 1);
         assert_eq!(d.count, 1);

@@ -65,6 +65,8 @@ pub fn select_victims<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::instance::{InstanceFlags, InstanceState, JibriStatus, Metadata, StressStats};
 
@@ -79,7 +81,7 @@ mod tests {
             ..StressStats::default()
         });
         InstanceRecord {
-            state,
+            state: state.into(),
             flags: InstanceFlags::default(),
         }
     }
@@ -135,9 +137,9 @@ mod tests {
     #[test]
     fn instances_without_status_go_first() {
         let mut placeholder = jvb("p", 0.0, 0.0);
-        placeholder.state.status.provisioning = true;
+        Arc::make_mut(&mut placeholder.state).status.provisioning = true;
         let polled = InstanceRecord {
-            state: InstanceState::polled("q", "JVB", Metadata::default(), NOW),
+            state: InstanceState::polled("q", "JVB", Metadata::default(), NOW).into(),
             flags: InstanceFlags::default(),
         };
         let records = [
@@ -156,7 +158,7 @@ mod tests {
         status.health.health_status = health;
         state.status.jibri_status = Some(status);
         InstanceRecord {
-            state,
+            state: state.into(),
             flags: InstanceFlags::default(),
         }
     }

@@ -381,10 +381,19 @@ where
     let snapshot_values =
         || -> Vec<f64> { snap.samples[0].samples.iter().map(|s| s.value).collect() };
     assert_eq!(snapshot_values(), vec![3.0, 4.0, 5.0]);
-    // A snapshot is what the store held when it was taken: later writes (which trim the
-    // series' oldest samples and append) do not show through it.
+    let snapshot_state = || snap.instances[0].state.report_timestamp;
+    assert_eq!(snapshot_state(), Some(T0 + 300_000 - 1));
+    // A snapshot is what the store held when it was taken: later writes (which replace the
+    // state, trim the series' oldest samples and append) do not show through it.
     report_each_minute(&*store, &clock, 6..10).await;
     assert_eq!(snapshot_values(), vec![3.0, 4.0, 5.0]);
+    assert_eq!(snapshot_state(), Some(T0 + 300_000 - 1));
+    assert_ne!(
+        store.instances("g").await.expect("instances")[0]
+            .state
+            .report_timestamp,
+        snapshot_state()
+    );
     assert_eq!(
         samples_of(&*store, "g", "i-1").await,
         vec![5.0, 6.0, 7.0, 8.0, 9.0]
@@ -611,7 +620,7 @@ where
         .await
         .expect("instances")
         .into_iter()
-        .map(|r| r.state.instance_id)
+        .map(|r| r.state.instance_id.clone())
         .collect();
     assert_eq!(got, vec!["b", "a"]);
     assert!(

@@ -69,7 +69,7 @@ pub(super) struct Change {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct StoredState {
-    pub(super) state: InstanceState,
+    pub(super) state: Arc<InstanceState>,
     pub(super) retain_until_ms: UnixMillis,
     pub(super) seq: u64,
 }
@@ -137,7 +137,7 @@ pub(super) struct Series {
 pub(super) struct StoredAudit {
     /// By [`InstanceAuditKind::ALL`]'s order; [`StoredAudit::NEVER`] where a kind never happened.
     times: [UnixMillis; InstanceAuditKind::ALL.len()],
-    removed_state: Option<Box<InstanceState>>,
+    removed_state: Option<Arc<InstanceState>>,
 }
 
 impl StoredAudit {
@@ -189,7 +189,7 @@ impl StoredAudit {
                 stored.apply(kind, at_ms);
             }
         }
-        stored.removed_state = audit.latest_status_info.map(Box::new);
+        stored.removed_state = audit.latest_status_info.map(Arc::new);
         stored
     }
 }
@@ -403,7 +403,7 @@ impl WorkingSet {
         self.live_states(group, now)
             .into_iter()
             .map(|s| InstanceRecord {
-                state: s.state.clone(),
+                state: Arc::clone(&s.state),
                 flags: self
                     .flags
                     .get(&s.state.instance_id)
@@ -564,7 +564,7 @@ impl WorkingSet {
         }
         let new_state = match (&check_in.kind, previous) {
             (CheckInKind::Poll, Some(prev)) => {
-                let mut merged = prev.clone();
+                let mut merged = InstanceState::clone(prev);
                 merged.timestamp = at;
                 merged.metadata = check_in.state.metadata.clone();
                 merged
@@ -623,7 +623,7 @@ impl WorkingSet {
             _ => self.next_seq(),
         };
         let stored = StoredState {
-            state: new_state,
+            state: Arc::new(new_state),
             retain_until_ms: now + check_in.state_retention_ms,
             seq,
         };
@@ -660,7 +660,7 @@ impl WorkingSet {
             self.states.entry(group.to_owned()).or_default().insert(
                 state.instance_id.clone(),
                 StoredState {
-                    state: state.clone(),
+                    state: Arc::new(state.clone()),
                     retain_until_ms: now + retention_ms,
                     seq,
                 },
@@ -689,7 +689,7 @@ impl WorkingSet {
                 .get_mut(group)
                 .and_then(|a| a.get_mut(id))
             {
-                audit.removed_state = Some(Box::new(removed.state));
+                audit.removed_state = Some(removed.state);
                 self.dirty
                     .mark(|| Key::InstanceAudit(group.to_owned(), id.clone()));
             }
@@ -828,7 +828,7 @@ impl WorkingSet {
         let live: HashMap<&str, &InstanceState> = self
             .live_states(group, now)
             .into_iter()
-            .map(|s| (s.state.instance_id.as_str(), &s.state))
+            .map(|s| (s.state.instance_id.as_str(), &*s.state))
             .collect();
         let mut audits: Vec<InstanceAudit> = self
             .instance_audit
@@ -934,7 +934,7 @@ mod tests {
         stored.apply(InstanceAuditKind::LatestStatus, T0 + 20);
         stored.apply(InstanceAuditKind::LatestStatus, T0 + 10);
         stored.apply(InstanceAuditKind::ReconfigureDelivered, T0 + 5);
-        stored.removed_state = Some(Box::new(InstanceState::polled(
+        stored.removed_state = Some(Arc::new(InstanceState::polled(
             "i-1",
             "JVB",
             Metadata::default(),

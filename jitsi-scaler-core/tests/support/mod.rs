@@ -240,7 +240,7 @@ impl Harness {
             .await
             .unwrap()
             .into_iter()
-            .map(|r| r.state.instance_id)
+            .map(|r| r.state.instance_id.clone())
             .collect()
     }
 

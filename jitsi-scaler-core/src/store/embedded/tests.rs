@@ -323,7 +323,7 @@ async fn everything_survives_a_restart() {
         .await
         .expect("instances")
         .into_iter()
-        .map(|r| r.state.instance_id)
+        .map(|r| r.state.instance_id.clone())
         .collect();
     assert_eq!(order, vec!["p-1", "i-2", "i-9"]);
 }
@@ -770,7 +770,7 @@ async fn unreadable_records_are_dropped_or_refused_by_kind() {
         .await
         .expect("instances")
         .into_iter()
-        .map(|r| r.state.instance_id)
+        .map(|r| r.state.instance_id.clone())
         .collect();
     assert_eq!(ids, vec!["i-2"]);
     drop(store);

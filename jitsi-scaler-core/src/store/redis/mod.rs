@@ -185,7 +185,10 @@ impl RedisStore {
                     &text(state).ok_or_else(|| bad_reply(what, state))?,
                 )?;
                 let flags = parse_flags(&state.instance_id, &pairs(what, flags)?, now)?;
-                Ok(InstanceRecord { state, flags })
+                Ok(InstanceRecord {
+                    state: Arc::new(state),
+                    flags,
+                })
             })
             .collect()
     }
