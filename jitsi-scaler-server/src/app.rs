@@ -99,8 +99,9 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, AppError> {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreKind::Embedded => {
             let dir = args.data_dir.clone();
+            let options = args.embedded_options();
             let opened = tokio::task::spawn_blocking(move || {
-                EmbeddedStore::open(&dir, Arc::new(SystemClock))
+                EmbeddedStore::open_with(&dir, Arc::new(SystemClock), options)
             })
             .await
             .map_err(|e| AppError::Io(std::io::Error::other(e.to_string())))?;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use jitsi_scaler_core::engine::ScalerOptions;
 use jitsi_scaler_core::plan::{PassSettings, Timings};
 use jitsi_scaler_core::schedule::ScheduleSettings;
+use jitsi_scaler_core::store::EmbeddedOptions;
 
 use crate::local::LocalArgs;
 use crate::sim::SimArgs;
@@ -131,6 +132,16 @@ pub struct ServeArgs {
         help_heading = "State"
     )]
     pub data_dir: PathBuf,
+    /// The embedded store's page cache, in MiB: more saves its writer re-reading pages, at the
+    /// cost of resident memory (every read is served from memory either way).
+    #[arg(
+        long,
+        env = "JITSI_SCALER_STORE_CACHE_MIB",
+        default_value_t = EmbeddedOptions::DEFAULT_PAGE_CACHE_BYTES >> 20,
+        value_parser = clap::value_parser!(usize),
+        help_heading = "State"
+    )]
+    pub store_cache_mib: usize,
     /// Redis URL (redis:// or rediss://).
     #[arg(long, env = "REDIS_URL", help_heading = "State")]
     pub redis_url: Option<String>,
@@ -467,6 +478,14 @@ impl ServeArgs {
             })
     }
 
+    /// The embedded store's options.
+    pub fn embedded_options(&self) -> EmbeddedOptions {
+        EmbeddedOptions {
+            page_cache_bytes: self.store_cache_mib.saturating_mul(1 << 20),
+            ..EmbeddedOptions::default()
+        }
+    }
+
     /// The providers to enable, lower-cased.
     pub fn provider_names(&self) -> Vec<String> {
         let listed = self
@@ -606,6 +625,16 @@ mod tests {
         assert_eq!(s.port, 3000);
         assert_eq!(s.metrics_port, 3001);
         assert_eq!(s.store_kind(), StoreKind::Embedded);
+        assert_eq!(
+            s.embedded_options().page_cache_bytes,
+            EmbeddedOptions::DEFAULT_PAGE_CACHE_BYTES
+        );
+        assert_eq!(
+            serve(&["--store-cache-mib", "64"])
+                .embedded_options()
+                .page_cache_bytes,
+            64 << 20
+        );
         let o = s.scaler_options().expect("options");
         assert_eq!(o.reconcile_interval, Duration::from_secs(5));
         assert_eq!(o.pass.timings.idle_ttl_ms, 60_000);

@@ -64,19 +64,14 @@ fn storage(what: &str, e: StorageError) -> StoreError {
     }
 }
 
-/// The file's page cache. The working set answers every read, so the cache only saves a
-/// commit re-reading the B-tree pages it rewrites; redb's own default (1 GiB) would keep a
-/// second copy of a large fleet resident for nothing.
-const PAGE_CACHE_BYTES: usize = 64 << 20;
-
-/// Opens (creating if needed) the database file, with a clear error when another process holds
-/// it or it is not a sound redb file.
-pub(super) fn open_database(path: &Path) -> Result<Database, StoreError> {
+/// Opens (creating if needed) the database file with a page cache of `cache_bytes`, with a
+/// clear error when another process holds it or it is not a sound redb file.
+pub(super) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
     let shown = path.display().to_string();
     let mut builder = Database::builder();
     // Verify every page on open: a damaged file is reported, never trusted.
     builder.set_check_integrity_on_open(true);
-    builder.set_cache_size(PAGE_CACHE_BYTES);
+    builder.set_cache_size(cache_bytes);
     builder.create(path).map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
             StoreError::Unavailable(format!(
@@ -348,11 +343,15 @@ pub(super) fn write(db: &Database, changes: &[Change]) -> Result<(), StoreError>
     txn.commit().map_err(|e| unavailable("commit", e))
 }
 
+/// The page cache of a file opened by a test helper.
+#[cfg(test)]
+const TEST_CACHE_BYTES: usize = 1 << 20;
+
 /// Row counts per table of a closed file (tests of physical cleanup).
 #[cfg(test)]
 pub(super) fn row_counts(path: &Path) -> Result<Vec<(String, u64)>, StoreError> {
     use redb::ReadableTableMetadata;
-    let db = open_database(path)?;
+    let db = open_database(path, TEST_CACHE_BYTES)?;
     let txn = db.begin_read().map_err(|e| unavailable("read", e))?;
     let mut counts = Vec::new();
     for table in [META, GROUPS, RUNTIME, FLAGS, GROUP_AUDIT] {
@@ -375,7 +374,7 @@ pub(super) fn row_counts(path: &Path) -> Result<Vec<(String, u64)>, StoreError> 
 /// Overwrites one raw value of a closed file (tests of unreadable records).
 #[cfg(test)]
 pub(super) fn poke(path: &Path, table: &str, key: &[&str], bytes: &[u8]) -> Result<(), StoreError> {
-    let db = open_database(path)?;
+    let db = open_database(path, TEST_CACHE_BYTES)?;
     let txn = db.begin_write().map_err(|e| unavailable("write", e))?;
     {
         let singles = [META, GROUPS, RUNTIME, FLAGS, GROUP_AUDIT];
