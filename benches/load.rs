@@ -10,8 +10,14 @@
 //! a fraction of the server's cost per request; the table shows the server's CPU use, so a
 //! run where the server was not the bottleneck is visible.
 //!
-//! Phases per target: a closed loop (`LOAD_REQUESTS` requests over `LOAD_CONNECTIONS`
-//! sidecars, as fast as the server answers, in `LOAD_ROUNDS` rounds taking turns between the
+//! The connections (`LOAD_CONNECTIONS`) speak for a fleet of `LOAD_FLEET` instances in turn,
+//! each report from one instance, with its own `timestamp`: at 10 000 check-ins/s each of the
+//! 20 000 instances reports every 2 s (a real sidecar: every 30 s or so), so the series the
+//! store keeps and the records its commits write are those of a large fleet, not of a few
+//! instances reporting hundreds of times a second.
+//!
+//! Phases per target: a warm-up (every instance once), then a closed loop (`LOAD_REQUESTS`
+//! requests over the connections, as fast as the server answers, in `LOAD_ROUNDS` rounds taking turns between the
 //! targets; the median round is reported): throughput and latency; then an open loop at
 //! `LOAD_RATE` check-ins/s for `LOAD_RATE_SECS` seconds, latency measured from each
 //! request's scheduled time (no coordinated omission). `LOAD_TARGETS` picks the targets
@@ -154,6 +160,7 @@ fn bare_role() {
 struct Settings {
     requests: usize,
     connections: usize,
+    fleet: usize,
     rate: u64,
     rate_secs: u64,
     targets: Vec<String>,
@@ -167,6 +174,7 @@ impl Settings {
         Self {
             requests: env_or("LOAD_REQUESTS", 200_000),
             connections: env_or("LOAD_CONNECTIONS", 64),
+            fleet: env_or("LOAD_FLEET", 20_000),
             rate: env_or("LOAD_RATE", 10_000),
             rate_secs: env_or("LOAD_RATE_SECS", 10),
             targets: env_or("LOAD_TARGETS", String::from("bare,memory,embedded"))
@@ -235,8 +243,13 @@ impl Run {
 async fn drive_all(settings: Settings) {
     println!("machine: {}", machine());
     println!(
-        "{} sidecars, {} requests closed-loop, then {} check-ins/s for {} s; pinned: {}",
-        settings.connections, settings.requests, settings.rate, settings.rate_secs, settings.pin
+        "{} instances over {} connections, {} requests closed-loop, then {} check-ins/s for {} s; pinned: {}",
+        settings.fleet,
+        settings.connections,
+        settings.requests,
+        settings.rate,
+        settings.rate_secs,
+        settings.pin
     );
     let key = SidecarKey::generate();
     let keys = KeyServer::start(&key).await;
@@ -254,27 +267,27 @@ async fn drive_all(settings: Settings) {
         if target != "bare" {
             create_group(server.addr).await;
         }
-        let sidecars = Arc::new(requests_for(server.addr, &tokens));
-        // Warm-up: every sidecar's state created and its token verified once.
-        run_closed(server.addr, &sidecars, settings.connections).await;
-        targets.push((target.clone(), server, sidecars, Vec::new(), 0.0f64));
+        let fleet = Arc::new(Fleet::new(server.addr, &tokens, settings.fleet));
+        // Warm-up: every instance's state created and every token verified once.
+        run_closed(server.addr, &fleet, fleet.size).await;
+        targets.push((target.clone(), server, fleet, Vec::new(), 0.0f64));
     }
     let per_round = (settings.requests / settings.rounds).max(settings.connections);
     for _ in 0..settings.rounds {
-        for (_, server, sidecars, runs, cpu) in &mut targets {
+        for (_, server, fleet, runs, cpu) in &mut targets {
             let before = server.cpu_time();
-            let run = run_closed(server.addr, sidecars, per_round).await;
+            let run = run_closed(server.addr, fleet, per_round).await;
             *cpu += (server.cpu_time() - before) / run.elapsed.as_secs_f64();
             runs.push(run);
         }
     }
     let mut outcomes = Vec::new();
-    for (target, mut server, sidecars, mut runs, cpu) in targets {
+    for (target, mut server, fleet, mut runs, cpu) in targets {
         runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
         let spread = (runs[0].throughput(), runs[runs.len() - 1].throughput());
         let closed = runs.swap_remove(runs.len() / 2);
         let server_cpu = cpu / settings.rounds as f64;
-        let open = run_open(server.addr, &sidecars, settings.rate, settings.rate_secs).await;
+        let open = run_open(server.addr, &fleet, settings.rate, settings.rate_secs).await;
         let peak_rss = server.peak_rss();
         server.stop();
         println!(
@@ -405,33 +418,89 @@ impl ChildServer {
     }
 }
 
-/// Two requests per sidecar that differ in the report's `timestamp`: alternated, every
-/// report records a sample.
-struct SidecarRequests {
-    requests: [Bytes; 2],
+/// The check-ins of a fleet of instances, made from one request template: connection `c` of
+/// `n` speaks for instances `c`, `c + n`, `c + 2n`, … in turn (as a proxy in front of many
+/// sidecars would), each report with a `timestamp` of its own, so every report records a
+/// sample. A fleet much larger than the connections keeps each instance's cadence near a real
+/// sidecar's, so its sample series and the embedded store's commits are a real fleet's.
+struct Fleet {
+    /// One head per connection (its own sidecar token).
+    heads: Vec<Vec<u8>>,
+    /// A report for `ID_PLACEHOLDER` at `TS_PLACEHOLDER`.
+    body: Vec<u8>,
+    id_at: Vec<usize>,
+    ts_at: Vec<usize>,
+    size: usize,
+    base_ms: i64,
+    sequence: std::sync::atomic::AtomicI64,
 }
 
-fn requests_for(addr: SocketAddr, tokens: &[String]) -> Vec<SidecarRequests> {
-    let now = SystemClock.now_ms();
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, token)| {
-            let request = |ts: i64| {
-                let body = jvb_status_body(&format!("i-{i:05}"), GROUP, 0.3, ts);
-                let mut r = format!(
+const ID_PLACEHOLDER: &str = "i-XXXXXXX";
+const TS_PLACEHOLDER: i64 = 9_999_999_999_999;
+
+fn positions(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    (0..=haystack.len() - needle.len())
+        .filter(|&i| &haystack[i..i + needle.len()] == needle)
+        .collect()
+}
+
+impl Fleet {
+    fn new(addr: SocketAddr, tokens: &[String], size: usize) -> Self {
+        assert!(size < 10_000_000, "instance ids have 7 digits");
+        let body = jvb_status_body(ID_PLACEHOLDER, GROUP, 0.3, TS_PLACEHOLDER);
+        let id_at = positions(&body, ID_PLACEHOLDER.as_bytes());
+        let ts_at = positions(&body, TS_PLACEHOLDER.to_string().as_bytes());
+        assert!(
+            !id_at.is_empty() && ts_at.len() == 1,
+            "placeholders in the body"
+        );
+        let heads = tokens
+            .iter()
+            .map(|token| {
+                format!(
                     "POST /sidecar/status HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 )
-                .into_bytes();
-                r.extend_from_slice(&body);
-                Bytes::from(r)
-            };
-            SidecarRequests {
-                requests: [request(now), request(now + 1)],
-            }
-        })
-        .collect()
+                .into_bytes()
+            })
+            .collect();
+        Self {
+            heads,
+            body,
+            id_at,
+            ts_at,
+            size: size.max(tokens.len()),
+            base_ms: SystemClock.now_ms(),
+            sequence: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// The `k`-th request of connection `c`, written into `out`.
+    fn request(&self, c: usize, k: usize, out: &mut Vec<u8>) {
+        let n = self.connections();
+        let own = self.size / n + usize::from(c < self.size % n);
+        let instance = c + n * (k % own);
+        let ts = self.base_ms
+            + self
+                .sequence
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        out.clear();
+        out.extend_from_slice(&self.heads[c]);
+        let start = out.len();
+        out.extend_from_slice(&self.body);
+        let id = format!("i-{instance:07}");
+        for at in &self.id_at {
+            out[start + at..start + at + id.len()].copy_from_slice(id.as_bytes());
+        }
+        let ts = format!("{ts:013}");
+        for at in &self.ts_at {
+            out[start + at..start + at + ts.len()].copy_from_slice(ts.as_bytes());
+        }
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection, spoken raw.
@@ -492,19 +561,21 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// `total` requests over all sidecars, each sending as soon as its last answer came.
-async fn run_closed(addr: SocketAddr, sidecars: &Arc<Vec<SidecarRequests>>, total: usize) -> Run {
-    let n = sidecars.len();
+async fn run_closed(addr: SocketAddr, fleet: &Arc<Fleet>, total: usize) -> Run {
+    let n = fleet.connections();
     let start = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let sidecars = sidecars.clone();
+            let fleet = fleet.clone();
             let count = total / n + usize::from(i < total % n);
             tokio::spawn(async move {
                 let mut conn = Connection::open(addr).await;
                 let mut latencies = Vec::with_capacity(count);
+                let mut request = Vec::new();
                 for k in 0..count {
+                    fleet.request(i, k, &mut request);
                     let sent = Instant::now();
-                    conn.call(&sidecars[i].requests[k % 2]).await;
+                    conn.call(&request).await;
                     latencies.push(sent.elapsed());
                 }
                 latencies
@@ -516,21 +587,17 @@ async fn run_closed(addr: SocketAddr, sidecars: &Arc<Vec<SidecarRequests>>, tota
 
 /// `rate` requests per second for `secs` seconds, spread over the sidecars; each latency is
 /// counted from the request's scheduled time.
-async fn run_open(
-    addr: SocketAddr,
-    sidecars: &Arc<Vec<SidecarRequests>>,
-    rate: u64,
-    secs: u64,
-) -> Run {
-    let n = sidecars.len();
+async fn run_open(addr: SocketAddr, fleet: &Arc<Fleet>, rate: u64, secs: u64) -> Run {
+    let n = fleet.connections();
     let per_sidecar = (rate * secs) as usize / n;
     let interval = Duration::from_secs_f64(n as f64 / rate as f64);
     let start = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let sidecars = sidecars.clone();
+            let fleet = fleet.clone();
             tokio::spawn(async move {
                 let mut conn = Connection::open(addr).await;
+                let mut request = Vec::new();
                 let offset = interval.mul_f64(i as f64 / n as f64);
                 let first = tokio::time::Instant::now() + offset;
                 let mut latencies = Vec::with_capacity(per_sidecar);
@@ -538,6 +605,7 @@ async fn run_open(
                     // Counted from the scheduled time when the previous answer came too late
                     // to send on time (no coordinated omission), else from the send (the
                     // timer's own lateness is the generator's, not the server's).
+                    fleet.request(i, k, &mut request);
                     let scheduled = first + interval * k as u32;
                     let now = tokio::time::Instant::now();
                     let start = if now > scheduled {
@@ -546,7 +614,7 @@ async fn run_open(
                         tokio::time::sleep_until(scheduled).await;
                         tokio::time::Instant::now()
                     };
-                    conn.call(&sidecars[i].requests[k % 2]).await;
+                    conn.call(&request).await;
                     latencies.push(tokio::time::Instant::now() - start);
                 }
                 latencies
