@@ -180,7 +180,9 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
         samples: &snap.samples,
         cloud: cloud.as_deref(),
     };
-    let decision = decide_group(&input, &shared.options.pass, now, &mut scratch);
+    let decision = off_the_worker(snap.instances.len(), || {
+        decide_group(&input, &shared.options.pass, now, &mut scratch)
+    });
     pass.report.desired_before = group.scaling_options.desired_count;
     pass.report.desired_after = decision.desired();
     pass.report.autoscale = Some(decision.autoscale.clone());
@@ -226,6 +228,24 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
     pass.converge(&record.group, &decision, cloud.as_deref());
     pass.write_runtime(name).await?;
     Ok(pass.report)
+}
+
+/// Groups from this many instances on are decided off the runtime's worker.
+const LARGE_GROUP: usize = 1_000;
+
+/// Runs the decision of a group of `instances`: for a large group on a multi-threaded runtime,
+/// the worker first hands its other tasks (check-ins) to another thread, so a pass over tens
+/// of thousands of instances never holds up a check-in for its whole length. A small group's
+/// decision is shorter than that hand-over.
+fn off_the_worker<R>(instances: usize, work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_threaded =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if instances >= LARGE_GROUP && multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
 }
 
 fn shared_trigger(shared: &Shared, group: &str) {
@@ -1146,4 +1166,44 @@ fn launcher_item(
         scale_quantity: quantity,
         detail,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A large group's decision leaves the runtime's one worker free: a task spawned after
+    /// the decision began (a check-in) runs while it is still going (here, the decision waits
+    /// for it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_large_group_is_decided_off_the_worker() {
+        let (tx, rx) = mpsc::channel();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let decision = tokio::spawn(async move {
+            off_the_worker(LARGE_GROUP, || {
+                started_tx.send(()).expect("started");
+                rx.recv_timeout(Duration::from_secs(10)).is_ok()
+            })
+        });
+        started_rx.await.expect("the decision began");
+        let other = tokio::spawn(async move { tx.send(()).expect("send") });
+        assert!(
+            decision.await.expect("decision task"),
+            "the other task ran during the decision"
+        );
+        other.await.expect("task");
+    }
+
+    /// A small group is decided in place, and so is any group on a current-thread runtime.
+    #[tokio::test]
+    async fn small_groups_and_current_thread_runtimes_decide_in_place() {
+        let here = std::thread::current().id();
+        assert_eq!(off_the_worker(10, || std::thread::current().id()), here);
+        assert_eq!(
+            off_the_worker(LARGE_GROUP, || std::thread::current().id()),
+            here
+        );
+    }
 }
