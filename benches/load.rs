@@ -431,8 +431,6 @@ struct Fleet {
     id_at: Vec<usize>,
     ts_at: Vec<usize>,
     size: usize,
-    base_ms: i64,
-    sequence: std::sync::atomic::AtomicI64,
 }
 
 const ID_PLACEHOLDER: &str = "i-XXXXXXX";
@@ -470,8 +468,6 @@ impl Fleet {
             id_at,
             ts_at,
             size: size.max(tokens.len()),
-            base_ms: SystemClock.now_ms(),
-            sequence: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -479,15 +475,22 @@ impl Fleet {
         self.heads.len()
     }
 
-    /// The `k`-th request of connection `c`, written into `out`.
-    fn request(&self, c: usize, k: usize, out: &mut Vec<u8>) {
+    /// The instances connection `c` speaks for.
+    fn own(&self, c: usize) -> usize {
         let n = self.connections();
-        let own = self.size / n + usize::from(c < self.size % n);
-        let instance = c + n * (k % own);
-        let ts = self.base_ms
-            + self
-                .sequence
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.size / n + usize::from(c < self.size % n)
+    }
+
+    /// The `k`-th request of connection `c`, written into `out`; `last` holds the timestamps
+    /// of the connection's instances' last reports (each report is the current time, later
+    /// than the instance's last).
+    fn request(&self, c: usize, k: usize, last: &mut Vec<i64>, out: &mut Vec<u8>) {
+        let own = self.own(c);
+        last.resize(own, 0);
+        let slot = k % own;
+        let instance = c + self.connections() * slot;
+        let ts = SystemClock.now_ms().max(last[slot] + 1);
+        last[slot] = ts;
         out.clear();
         out.extend_from_slice(&self.heads[c]);
         let start = out.len();
@@ -571,9 +574,9 @@ async fn run_closed(addr: SocketAddr, fleet: &Arc<Fleet>, total: usize) -> Run {
             tokio::spawn(async move {
                 let mut conn = Connection::open(addr).await;
                 let mut latencies = Vec::with_capacity(count);
-                let mut request = Vec::new();
+                let (mut request, mut last) = (Vec::new(), Vec::new());
                 for k in 0..count {
-                    fleet.request(i, k, &mut request);
+                    fleet.request(i, k, &mut last, &mut request);
                     let sent = Instant::now();
                     conn.call(&request).await;
                     latencies.push(sent.elapsed());
@@ -597,7 +600,7 @@ async fn run_open(addr: SocketAddr, fleet: &Arc<Fleet>, rate: u64, secs: u64) ->
             let fleet = fleet.clone();
             tokio::spawn(async move {
                 let mut conn = Connection::open(addr).await;
-                let mut request = Vec::new();
+                let (mut request, mut last) = (Vec::new(), Vec::new());
                 let offset = interval.mul_f64(i as f64 / n as f64);
                 let first = tokio::time::Instant::now() + offset;
                 let mut latencies = Vec::with_capacity(per_sidecar);
@@ -605,7 +608,7 @@ async fn run_open(addr: SocketAddr, fleet: &Arc<Fleet>, rate: u64, secs: u64) ->
                     // Counted from the scheduled time when the previous answer came too late
                     // to send on time (no coordinated omission), else from the send (the
                     // timer's own lateness is the generator's, not the server's).
-                    fleet.request(i, k, &mut request);
+                    fleet.request(i, k, &mut last, &mut request);
                     let scheduled = first + interval * k as u32;
                     let now = tokio::time::Instant::now();
                     let start = if now > scheduled {
