@@ -622,14 +622,23 @@ impl WorkingSet {
             Some(s) if s.retain_until_ms >= now => s.seq,
             _ => self.next_seq(),
         };
-        let stored = StoredState {
-            state: Arc::new(new_state),
-            retain_until_ms: now + check_in.state_retention_ms,
-            seq,
-        };
+        let retain_until_ms = now + check_in.state_retention_ms;
         with_slot(&mut self.states, group, |states| match states.get_mut(id) {
-            Some(slot) => *slot = stored,
+            Some(slot) => {
+                // The record is rewritten in place unless a snapshot still holds it.
+                match Arc::get_mut(&mut slot.state) {
+                    Some(state) => *state = new_state,
+                    None => slot.state = Arc::new(new_state),
+                }
+                slot.retain_until_ms = retain_until_ms;
+                slot.seq = seq;
+            }
             None => {
+                let stored = StoredState {
+                    state: Arc::new(new_state),
+                    retain_until_ms,
+                    seq,
+                };
                 states.insert(id.to_owned(), stored);
             }
         });
