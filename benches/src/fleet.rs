@@ -133,7 +133,7 @@ fn instance(
             flags: InstanceFlags::default(),
         },
         InstanceSamples {
-            instance_id: id.to_owned(),
+            instance_id: id.into(),
             samples,
         },
     )

@@ -29,8 +29,8 @@ pub struct MetricSample {
 /// The samples of one instance, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSamples {
-    /// Instance id.
-    pub instance_id: String,
+    /// Instance id (shared with the store's records of the instance).
+    pub instance_id: Arc<str>,
     /// Samples, oldest first.
     pub samples: SharedSamples,
 }
@@ -443,12 +443,12 @@ pub fn bucket_contents(
         bucket_instance(spec, &inst.samples, &mut scratch, |f| filled.push(f));
         for s in &inst.samples {
             if let Some(idx) = spec.bucket_of(s.at_ms) {
-                buckets[idx].push((inst.instance_id.clone(), s.value));
+                buckets[idx].push((inst.instance_id.to_string(), s.value));
             }
         }
         for f in filled {
-            buckets[f.period_idx].push((inst.instance_id.clone(), f.value));
-            fills.push((inst.instance_id.clone(), f));
+            buckets[f.period_idx].push((inst.instance_id.to_string(), f.value));
+            fills.push((inst.instance_id.to_string(), f));
         }
     }
     (buckets, fills)
@@ -488,7 +488,7 @@ mod tests {
             .collect();
         samples.sort_by_key(|s| s.at_ms);
         InstanceSamples {
-            instance_id: id.to_owned(),
+            instance_id: id.into(),
             samples: samples.into(),
         }
     }

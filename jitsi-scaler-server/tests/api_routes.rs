@@ -1874,7 +1874,7 @@ async fn samples(s: &Server, group: &str) -> std::collections::BTreeMap<String, 
     snapshot
         .samples
         .into_iter()
-        .map(|x| (x.instance_id, x.samples.len()))
+        .map(|x| (x.instance_id.to_string(), x.samples.len()))
         .collect()
 }
 

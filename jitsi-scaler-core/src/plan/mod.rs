@@ -312,7 +312,7 @@ mod tests {
                 flags: InstanceFlags::default(),
             },
             InstanceSamples {
-                instance_id: id.to_owned(),
+                instance_id: id.into(),
                 samples,
             },
         )

@@ -125,7 +125,7 @@ async fn samples_of(store: &dyn Store, group: &str, id: &str) -> Vec<f64> {
         .expect("group exists");
     snap.samples
         .into_iter()
-        .find(|s| s.instance_id == id)
+        .find(|s| &*s.instance_id == id)
         .map(|s| s.samples.iter().map(|x| x.value).collect())
         .unwrap_or_default()
 }

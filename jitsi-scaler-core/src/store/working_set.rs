@@ -4,7 +4,9 @@
 //!
 //! [`MemoryStore`]: crate::store::MemoryStore
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,10 @@ use crate::store::{
 /// Check-ins between two sweeps of expired data (as in the memory store).
 const SWEEP_EVERY: u64 = 4096;
 
+/// An instance id, allocated once per instance and shared by every table that holds one of
+/// its records, by the keys of its changes and by the snapshots that read its samples.
+pub(super) type InstanceName = Arc<str>;
+
 /// One record of the working set, as the file keys it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Key {
@@ -34,13 +40,13 @@ pub(super) enum Key {
     /// One instance's flags.
     Flags(String),
     /// One instance's state, by group and instance.
-    State(String, String),
+    State(String, InstanceName),
     /// One instance's metric samples, by group and instance.
-    Samples(String, String),
+    Samples(String, InstanceName),
     /// A group's audit.
     GroupAudit(String),
     /// One instance's audit, by group and instance.
-    InstanceAudit(String, String),
+    InstanceAudit(String, InstanceName),
 }
 
 #[cfg(feature = "embedded")]
@@ -140,6 +146,12 @@ pub(super) struct StoredAudit {
     removed_state: Option<Arc<InstanceState>>,
 }
 
+impl Default for StoredAudit {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl StoredAudit {
     /// The time of a kind that never happened.
     const NEVER: UnixMillis = UnixMillis::MIN;
@@ -234,20 +246,21 @@ pub(super) struct WorkingSet {
     seq: u64,
     check_ins: u64,
     pub(super) groups: HashMap<String, GroupRecord>,
-    pub(super) states: HashMap<String, HashMap<String, StoredState>>,
-    pub(super) samples: HashMap<String, HashMap<String, Series>>,
+    pub(super) states: HashMap<String, HashMap<InstanceName, StoredState>>,
+    pub(super) samples: HashMap<String, HashMap<InstanceName, Series>>,
     pub(super) flags: HashMap<String, StoredFlags>,
     pub(super) runtime: HashMap<String, GroupRuntime>,
     pub(super) group_audit: HashMap<String, GroupAuditLog>,
-    pub(super) instance_audit: HashMap<String, HashMap<String, StoredAudit>>,
+    pub(super) instance_audit: HashMap<String, HashMap<InstanceName, StoredAudit>>,
     dirty: Dirty,
 }
 
 /// Runs `f` on the value at `key`, inserting a default value first when there is none; the
-/// key is allocated only then.
-fn with_slot<V: Default, R>(
-    map: &mut HashMap<String, V>,
+/// key is made (`make_key`) only then.
+fn with_slot<K: Borrow<str> + Hash + Eq, V: Default, R>(
+    map: &mut HashMap<K, V>,
     key: &str,
+    make_key: impl FnOnce() -> K,
     f: impl FnOnce(&mut V) -> R,
 ) -> R {
     if let Some(value) = map.get_mut(key) {
@@ -255,7 +268,7 @@ fn with_slot<V: Default, R>(
     }
     let mut value = V::default();
     let result = f(&mut value);
-    map.insert(key.to_owned(), value);
+    map.insert(make_key(), value);
     result
 }
 
@@ -370,22 +383,73 @@ impl WorkingSet {
     fn audit_instance(
         &mut self,
         group: &str,
-        instance_id: &str,
+        instance: &InstanceName,
         kind: InstanceAuditKind,
         at_ms: UnixMillis,
     ) {
-        with_slot(&mut self.instance_audit, group, |audits| {
-            match audits.get_mut(instance_id) {
-                Some(a) => a.apply(kind, at_ms),
-                None => {
-                    let mut a = StoredAudit::empty();
-                    a.apply(kind, at_ms);
-                    audits.insert(instance_id.to_owned(), a);
-                }
-            }
-        });
+        with_slot(
+            &mut self.instance_audit,
+            group,
+            || group.to_owned(),
+            |audits| {
+                with_slot(
+                    audits,
+                    instance,
+                    || Arc::clone(instance),
+                    |a| a.apply(kind, at_ms),
+                )
+            },
+        );
         self.dirty
-            .mark(|| Key::InstanceAudit(group.to_owned(), instance_id.to_owned()));
+            .mark(|| Key::InstanceAudit(group.to_owned(), Arc::clone(instance)));
+    }
+
+    /// The shared name of instance `id` of `group`: the one its other records use, else new.
+    fn instance_name(&self, group: &str, id: &str) -> InstanceName {
+        fn key_in<V>(
+            tables: &HashMap<String, HashMap<InstanceName, V>>,
+            group: &str,
+            id: &str,
+        ) -> Option<InstanceName> {
+            tables
+                .get(group)
+                .and_then(|m| m.get_key_value(id))
+                .map(|(name, _)| Arc::clone(name))
+        }
+        key_in(&self.states, group, id)
+            .or_else(|| key_in(&self.samples, group, id))
+            .or_else(|| key_in(&self.instance_audit, group, id))
+            .unwrap_or_else(|| InstanceName::from(id))
+    }
+
+    /// Loads a state record (shares the instance's name with its other records).
+    #[cfg(feature = "embedded")]
+    pub(super) fn load_state(&mut self, group: &str, id: &str, state: StoredState) {
+        let name = self.instance_name(group, id);
+        self.states
+            .entry(group.to_owned())
+            .or_default()
+            .insert(name, state);
+    }
+
+    /// Loads a series (shares the instance's name with its other records).
+    #[cfg(feature = "embedded")]
+    pub(super) fn load_series(&mut self, group: &str, id: &str, series: Series) {
+        let name = self.instance_name(group, id);
+        self.samples
+            .entry(group.to_owned())
+            .or_default()
+            .insert(name, series);
+    }
+
+    /// Loads an instance audit (shares the instance's name with its other records).
+    #[cfg(feature = "embedded")]
+    pub(super) fn load_audit(&mut self, group: &str, id: &str, audit: InstanceAudit) {
+        let name = self.instance_name(group, id);
+        self.instance_audit
+            .entry(group.to_owned())
+            .or_default()
+            .insert(name, StoredAudit::from_audit(audit));
     }
 
     fn live_states(&self, group: &str, now: UnixMillis) -> Vec<&StoredState> {
@@ -500,7 +564,7 @@ impl WorkingSet {
                     .filter_map(|(id, s)| {
                         let from = s.samples.partition_point(|x| x.at_ms < samples_since_ms);
                         (from < s.samples.len()).then(|| InstanceSamples {
-                            instance_id: id.clone(),
+                            instance_id: Arc::clone(id),
                             samples: SharedSamples::tail(Arc::clone(&s.samples), from),
                         })
                     })
@@ -527,12 +591,14 @@ impl WorkingSet {
         let group = check_in.group.as_str();
         let at = check_in.state.timestamp;
         let flags = self.flags.get(id).map(|f| f.live(now)).unwrap_or_default();
-        let previous = self
-            .states
-            .get(group)
-            .and_then(|m| m.get(id))
-            .filter(|s| s.retain_until_ms >= now)
-            .map(|s| &s.state);
+        let stored = self.states.get(group).and_then(|m| m.get_key_value(id));
+        let name = match stored {
+            Some((name, _)) => Arc::clone(name),
+            None => self.instance_name(group, id),
+        };
+        let stored = stored.map(|(_, s)| s).filter(|s| s.retain_until_ms >= now);
+        let kept_seq = stored.map(|s| s.seq);
+        let previous = stored.map(|s| &s.state);
         let mut commands = Commands {
             shutdown: flags.shutdown_requested_ms.is_some(),
             reconfigure: flags.reconfigure.as_ref().map(|r| r.date.clone()),
@@ -600,52 +666,67 @@ impl WorkingSet {
             });
             if !shutting && !duplicate {
                 let retention_ms = check_in.sample_retention_ms;
-                with_slot(&mut self.samples, group, |series| {
-                    with_slot(series, id, |series| {
-                        let samples = Arc::make_mut(&mut series.samples);
-                        trim_series(samples, at - retention_ms);
-                        if samples.len() == samples.capacity() {
-                            // A series settles at its window's sample count: grow by a
-                            // quarter, not twice over (most of a series' memory).
-                            samples.reserve_exact(samples.len() / 4 + 4);
-                        }
-                        samples.push(MetricSample { at_ms: at, value });
-                        series.retention_ms = retention_ms;
-                    })
-                });
+                with_slot(
+                    &mut self.samples,
+                    group,
+                    || group.to_owned(),
+                    |series| {
+                        with_slot(
+                            series,
+                            id,
+                            || Arc::clone(&name),
+                            |series| {
+                                let samples = Arc::make_mut(&mut series.samples);
+                                trim_series(samples, at - retention_ms);
+                                if samples.len() == samples.capacity() {
+                                    // A series settles at its window's sample count: grow by a
+                                    // quarter, not twice over (most of a series' memory).
+                                    samples.reserve_exact(samples.len() / 4 + 4);
+                                }
+                                samples.push(MetricSample { at_ms: at, value });
+                                series.retention_ms = retention_ms;
+                            },
+                        )
+                    },
+                );
                 self.dirty
-                    .mark(|| Key::Samples(group.to_owned(), id.to_owned()));
+                    .mark(|| Key::Samples(group.to_owned(), Arc::clone(&name)));
                 commands.sample_written = true;
             }
         }
-        let seq = match self.states.get(group).and_then(|m| m.get(id)) {
-            Some(s) if s.retain_until_ms >= now => s.seq,
-            _ => self.next_seq(),
+        let seq = match kept_seq {
+            Some(seq) => seq,
+            None => self.next_seq(),
         };
         let retain_until_ms = now + check_in.state_retention_ms;
-        with_slot(&mut self.states, group, |states| match states.get_mut(id) {
-            Some(slot) => {
-                // The record is rewritten in place unless a snapshot still holds it.
-                match Arc::get_mut(&mut slot.state) {
-                    Some(state) => *state = new_state,
-                    None => slot.state = Arc::new(new_state),
+        with_slot(
+            &mut self.states,
+            group,
+            || group.to_owned(),
+            |states| match states.get_mut(id) {
+                Some(slot) => {
+                    // The record is rewritten in place unless a snapshot still holds it.
+                    match Arc::get_mut(&mut slot.state) {
+                        Some(state) => *state = new_state,
+                        None => slot.state = Arc::new(new_state),
+                    }
+                    slot.retain_until_ms = retain_until_ms;
+                    slot.seq = seq;
                 }
-                slot.retain_until_ms = retain_until_ms;
-                slot.seq = seq;
-            }
-            None => {
-                let stored = StoredState {
-                    state: Arc::new(new_state),
-                    retain_until_ms,
-                    seq,
-                };
-                states.insert(id.to_owned(), stored);
-            }
-        });
+                None => {
+                    let stored = StoredState {
+                        state: Arc::new(new_state),
+                        retain_until_ms,
+                        seq,
+                    };
+                    states.insert(Arc::clone(&name), stored);
+                }
+            },
+        );
         self.dirty
-            .mark(|| Key::State(group.to_owned(), id.to_owned()));
+            .mark(|| Key::State(group.to_owned(), Arc::clone(&name)));
         for kind in audits.into_iter().flatten() {
-            self.audit_instance(group, id, kind, at);
+            self.audit_instance(group, &name, kind, at);
         }
         self.check_ins += 1;
         if self.check_ins.is_multiple_of(SWEEP_EVERY) {
@@ -666,16 +747,16 @@ impl WorkingSet {
         self.fence(fence)?;
         for state in states {
             let seq = self.next_seq();
+            let name = self.instance_name(group, &state.instance_id);
             self.states.entry(group.to_owned()).or_default().insert(
-                state.instance_id.clone(),
+                Arc::clone(&name),
                 StoredState {
                     state: Arc::new(state.clone()),
                     retain_until_ms: now + retention_ms,
                     seq,
                 },
             );
-            self.dirty
-                .mark(|| Key::State(group.to_owned(), state.instance_id.clone()));
+            self.dirty.mark(|| Key::State(group.to_owned(), name));
         }
         Ok(())
     }
@@ -689,18 +770,23 @@ impl WorkingSet {
     ) -> Result<(), StoreError> {
         self.fence(fence)?;
         for id in instance_ids {
-            let Some(removed) = self.states.get_mut(group).and_then(|m| m.remove(id)) else {
+            let Some((name, removed)) = self
+                .states
+                .get_mut(group)
+                .and_then(|m| m.remove_entry(id.as_str()))
+            else {
                 continue;
             };
-            self.dirty.mark(|| Key::State(group.to_owned(), id.clone()));
+            self.dirty
+                .mark(|| Key::State(group.to_owned(), Arc::clone(&name)));
             if let Some(audit) = self
                 .instance_audit
                 .get_mut(group)
-                .and_then(|a| a.get_mut(id))
+                .and_then(|a| a.get_mut(id.as_str()))
             {
                 audit.removed_state = Some(removed.state);
                 self.dirty
-                    .mark(|| Key::InstanceAudit(group.to_owned(), id.clone()));
+                    .mark(|| Key::InstanceAudit(group.to_owned(), name));
             }
         }
         Ok(())
@@ -802,7 +888,8 @@ impl WorkingSet {
                     self.dirty.mark(|| Key::GroupAudit(group.to_owned()));
                 }
                 AuditEvent::Instance(e) => {
-                    self.audit_instance(group, &e.instance_id, e.kind, e.at_ms)
+                    let name = self.instance_name(group, &e.instance_id);
+                    self.audit_instance(group, &name, e.kind, e.at_ms)
                 }
             }
         }
@@ -846,7 +933,7 @@ impl WorkingSet {
                 audits
                     .iter()
                     .filter(|(_, a)| a.newest_ms().is_some_and(|t| t >= oldest))
-                    .map(|(id, a)| a.to_audit(id, live.get(id.as_str()).copied()))
+                    .map(|(id, a)| a.to_audit(id, live.get(&**id).copied()))
                     .collect()
             })
             .unwrap_or_default();
@@ -931,9 +1018,61 @@ fn trim_changed(log: &mut GroupAuditLog, oldest_ms: UnixMillis) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Metadata;
+    use crate::instance::{Metadata, StressStats};
+    use crate::store::conformance::{group, report};
 
     const T0: UnixMillis = 1_773_856_800_000;
+
+    fn jvb_report(id: &str, at: UnixMillis) -> CheckIn {
+        let mut state = InstanceState::polled(id, "JVB", Metadata::for_group("g"), at);
+        state.report_timestamp = Some(at);
+        state.status.stats = Some(StressStats {
+            stress_level: Some(0.5),
+            ..StressStats::default()
+        });
+        report("g", state)
+    }
+
+    #[test]
+    fn an_instance_id_is_allocated_once_for_every_record_and_snapshot() {
+        let mut set = WorkingSet::default();
+        let retention = Retention::default();
+        for k in 0..3 {
+            set.check_in(&jvb_report("i-1", T0 + k * 1000), T0 + k * 1000, &retention);
+        }
+        let name = |m: Option<&InstanceName>| m.cloned().expect("a record of i-1");
+        let state = name(set.states["g"].keys().next());
+        let series = name(set.samples["g"].keys().next());
+        let audit = name(set.instance_audit["g"].keys().next());
+        assert!(
+            Arc::ptr_eq(&state, &series),
+            "state and series share the id"
+        );
+        assert!(Arc::ptr_eq(&state, &audit), "state and audit share the id");
+        set.put_group(&GroupRecord::new(group("g", 1)), Expect::Absent, None)
+            .expect("group");
+        let snapshot = set.snapshot("g", 0, T0 + 2000).expect("snapshot");
+        assert_eq!(snapshot.samples[0].samples.len(), 3);
+        assert!(Arc::ptr_eq(&snapshot.samples[0].instance_id, &state));
+
+        // A state written by the engine (a launch placeholder), removed, then audited: the
+        // audit keeps using the one id.
+        set.remove_instances("g", &["i-1".to_owned()], None)
+            .expect("remove");
+        set.put_instances(
+            "g",
+            &[InstanceState::polled("i-1", "JVB", Metadata::default(), T0)],
+            60_000,
+            None,
+            T0 + 3000,
+        )
+        .expect("put");
+        let state = name(set.states["g"].keys().next());
+        assert!(
+            Arc::ptr_eq(&state, &series),
+            "a new state reuses the series' id"
+        );
+    }
 
     #[test]
     fn a_stored_audit_keeps_every_kind_and_the_removed_state_through_the_full_form() {

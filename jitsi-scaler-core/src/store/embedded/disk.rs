@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
-use crate::store::working_set::{Change, Entry, Key, StoredAudit, WorkingSet};
+use crate::store::working_set::{Change, Entry, Key, WorkingSet};
 
 /// The layout version of the file. A newer file is refused; older ones are migrated on open.
 pub(super) const SCHEMA_VERSION: u64 = 1;
@@ -134,36 +134,27 @@ pub(super) fn load(db: &Database) -> Result<WorkingSet, StoreError> {
     for_each_pair(&txn, STATES, |group, id, bytes| {
         match decode(&format!("states/{group}/{id}"), bytes) {
             Ok(state) => {
-                set.states
-                    .entry(group.to_owned())
-                    .or_default()
-                    .insert(id.to_owned(), state);
+                set.load_state(group, id, state);
             }
-            Err(e) => discard(&mut set, Key::State(group.to_owned(), id.to_owned()), &e),
+            Err(e) => discard(&mut set, Key::State(group.to_owned(), id.into()), &e),
         }
     })?;
     for_each_pair(&txn, SAMPLES, |group, id, bytes| {
         match decode(&format!("samples/{group}/{id}"), bytes) {
             Ok(series) => {
-                set.samples
-                    .entry(group.to_owned())
-                    .or_default()
-                    .insert(id.to_owned(), series);
+                set.load_series(group, id, series);
             }
-            Err(e) => discard(&mut set, Key::Samples(group.to_owned(), id.to_owned()), &e),
+            Err(e) => discard(&mut set, Key::Samples(group.to_owned(), id.into()), &e),
         }
     })?;
     for_each_pair(&txn, INSTANCE_AUDIT, |group, id, bytes| {
         match decode(&format!("instance_audit/{group}/{id}"), bytes) {
             Ok(audit) => {
-                set.instance_audit
-                    .entry(group.to_owned())
-                    .or_default()
-                    .insert(id.to_owned(), StoredAudit::from_audit(audit));
+                set.load_audit(group, id, audit);
             }
             Err(e) => discard(
                 &mut set,
-                Key::InstanceAudit(group.to_owned(), id.to_owned()),
+                Key::InstanceAudit(group.to_owned(), id.into()),
                 &e,
             ),
         }

@@ -195,7 +195,7 @@ pub(crate) fn parse_samples(
     Ok(out
         .into_iter()
         .map(|(instance_id, samples)| InstanceSamples {
-            instance_id,
+            instance_id: instance_id.into(),
             samples: samples.into(),
         })
         .collect())
@@ -339,7 +339,7 @@ mod tests {
         .collect();
         let got = parse_samples("k", &flat).expect("parsed");
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].instance_id, "a");
+        assert_eq!(&*got[0].instance_id, "a");
         assert_eq!(
             got[0].samples.as_slice(),
             [
@@ -353,7 +353,7 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(got[1].instance_id, "b|c");
+        assert_eq!(&*got[1].instance_id, "b|c");
         assert_eq!(sample_value(0.1 + 0.2), "0.30000000000000004");
         assert!(parse_samples("k", &["x".into(), "1".into()]).is_err());
     }
