@@ -57,7 +57,7 @@ pub(super) enum Entry {
     Group(Box<GroupRecord>),
     Runtime(GroupRuntime),
     Flags(StoredFlags),
-    State(StoredState),
+    State(StateRecord),
     Samples(Series),
     GroupAudit(GroupAuditLog),
     InstanceAudit(InstanceAudit),
@@ -72,12 +72,24 @@ pub(super) struct Change {
 }
 
 /// An instance state with its retention and first-seen order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct StoredState {
     pub(super) state: Arc<InstanceState>,
     pub(super) retain_until_ms: UnixMillis,
     pub(super) seq: u64,
+}
+
+/// A state record as the file holds it. It also carries the time of the instance's latest
+/// status (its audit's `latest-status`, which every check-in moves), so a check-in rewrites
+/// its state and samples but not its audit record; loading takes the newer of the two times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StateRecord {
+    pub(super) state: Arc<InstanceState>,
+    pub(super) retain_until_ms: UnixMillis,
+    pub(super) seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) latest_status_ms: Option<UnixMillis>,
 }
 
 /// A timestamped flag with its expiry.
@@ -167,6 +179,21 @@ impl StoredAudit {
     fn apply(&mut self, kind: InstanceAuditKind, at_ms: UnixMillis) {
         let slot = &mut self.times[kind as usize];
         *slot = (*slot).max(at_ms);
+    }
+
+    /// The time of the latest status, if any.
+    fn latest_status_ms(&self) -> Option<UnixMillis> {
+        Some(self.times[InstanceAuditKind::LatestStatus as usize]).filter(|t| *t != Self::NEVER)
+    }
+
+    /// Takes the later time of each kind from `other`, and its removed state when it has one.
+    fn merge(&mut self, other: StoredAudit) {
+        for (mine, theirs) in self.times.iter_mut().zip(other.times) {
+            *mine = (*mine).max(theirs);
+        }
+        if other.removed_state.is_some() {
+            self.removed_state = other.removed_state;
+        }
     }
 
     /// The newest time of any event.
@@ -337,12 +364,18 @@ impl WorkingSet {
                 .map(|r| Entry::Group(Box::new(r))),
             Key::Runtime(g) => self.runtime.get(g).cloned().map(Entry::Runtime),
             Key::Flags(id) => self.flags.get(id).cloned().map(Entry::Flags),
-            Key::State(g, id) => self
-                .states
-                .get(g)
-                .and_then(|m| m.get(id))
-                .cloned()
-                .map(Entry::State),
+            Key::State(g, id) => self.states.get(g).and_then(|m| m.get(id)).map(|s| {
+                Entry::State(StateRecord {
+                    state: Arc::clone(&s.state),
+                    retain_until_ms: s.retain_until_ms,
+                    seq: s.seq,
+                    latest_status_ms: self
+                        .instance_audit
+                        .get(g)
+                        .and_then(|m| m.get(id))
+                        .and_then(StoredAudit::latest_status_ms),
+                })
+            }),
             Key::Samples(g, id) => self
                 .samples
                 .get(g)
@@ -380,28 +413,50 @@ impl WorkingSet {
         self.seq
     }
 
+    /// Records an audit event of an instance. A check-in's latest status changes no audit
+    /// record but a new one (`carried_by_state`): the state record it writes carries the time.
     fn audit_instance(
         &mut self,
         group: &str,
         instance: &InstanceName,
         kind: InstanceAuditKind,
         at_ms: UnixMillis,
+        carried_by_state: bool,
     ) {
-        with_slot(
+        let created = with_slot(
             &mut self.instance_audit,
             group,
             || group.to_owned(),
-            |audits| {
-                with_slot(
-                    audits,
-                    instance,
-                    || Arc::clone(instance),
-                    |a| a.apply(kind, at_ms),
-                )
+            |audits| match audits.get_mut(&**instance) {
+                Some(audit) => {
+                    audit.apply(kind, at_ms);
+                    false
+                }
+                None => {
+                    let mut audit = StoredAudit::empty();
+                    audit.apply(kind, at_ms);
+                    audits.insert(Arc::clone(instance), audit);
+                    true
+                }
             },
         );
-        self.dirty
-            .mark(|| Key::InstanceAudit(group.to_owned(), Arc::clone(instance)));
+        let carried = carried_by_state && kind == InstanceAuditKind::LatestStatus;
+        if created || !carried {
+            self.dirty
+                .mark(|| Key::InstanceAudit(group.to_owned(), Arc::clone(instance)));
+        }
+    }
+
+    /// Marks the audit records of removed states: the file's copy may lack the latest status
+    /// their state records carried.
+    fn mark_audits_of(&mut self, group: &str, removed: &[InstanceName]) {
+        let Some(audits) = self.instance_audit.get(group) else {
+            return;
+        };
+        let dirty = &mut self.dirty;
+        for id in removed.iter().filter(|id| audits.contains_key(&***id)) {
+            dirty.mark(|| Key::InstanceAudit(group.to_owned(), Arc::clone(id)));
+        }
     }
 
     /// The shared name of instance `id` of `group`: the one its other records use, else new.
@@ -422,14 +477,28 @@ impl WorkingSet {
             .unwrap_or_else(|| InstanceName::from(id))
     }
 
-    /// Loads a state record (shares the instance's name with its other records).
+    /// Loads a state record (shares the instance's name with its other records), with the
+    /// latest status it carries for the instance's audit.
     #[cfg(feature = "embedded")]
-    pub(super) fn load_state(&mut self, group: &str, id: &str, state: StoredState) {
+    pub(super) fn load_state(&mut self, group: &str, id: &str, record: StateRecord) {
         let name = self.instance_name(group, id);
+        if let Some(at_ms) = record.latest_status_ms {
+            self.instance_audit
+                .entry(group.to_owned())
+                .or_default()
+                .entry(Arc::clone(&name))
+                .or_default()
+                .apply(InstanceAuditKind::LatestStatus, at_ms);
+        }
+        let stored = StoredState {
+            state: record.state,
+            retain_until_ms: record.retain_until_ms,
+            seq: record.seq,
+        };
         self.states
             .entry(group.to_owned())
             .or_default()
-            .insert(name, state);
+            .insert(name, stored);
     }
 
     /// Loads a series (shares the instance's name with its other records).
@@ -449,7 +518,9 @@ impl WorkingSet {
         self.instance_audit
             .entry(group.to_owned())
             .or_default()
-            .insert(name, StoredAudit::from_audit(audit));
+            .entry(name)
+            .or_default()
+            .merge(StoredAudit::from_audit(audit));
     }
 
     fn live_states(&self, group: &str, now: UnixMillis) -> Vec<&StoredState> {
@@ -527,8 +598,10 @@ impl WorkingSet {
             self.dirty.mark(|| Key::Group(name.to_owned()));
         }
         if let Some(states) = self.states.remove(name) {
+            let ids: Vec<InstanceName> = states.into_keys().collect();
+            self.mark_audits_of(name, &ids);
             self.dirty
-                .extend(states.into_keys().map(|id| Key::State(name.to_owned(), id)));
+                .extend(ids.into_iter().map(|id| Key::State(name.to_owned(), id)));
         }
         if let Some(samples) = self.samples.remove(name) {
             self.dirty.extend(
@@ -726,7 +799,7 @@ impl WorkingSet {
         self.dirty
             .mark(|| Key::State(group.to_owned(), Arc::clone(&name)));
         for kind in audits.into_iter().flatten() {
-            self.audit_instance(group, &name, kind, at);
+            self.audit_instance(group, &name, kind, at, true);
         }
         self.check_ins += 1;
         if self.check_ins.is_multiple_of(SWEEP_EVERY) {
@@ -889,7 +962,7 @@ impl WorkingSet {
                 }
                 AuditEvent::Instance(e) => {
                     let name = self.instance_name(group, &e.instance_id);
-                    self.audit_instance(group, &name, e.kind, e.at_ms)
+                    self.audit_instance(group, &name, e.kind, e.at_ms, false)
                 }
             }
         }
@@ -945,16 +1018,24 @@ impl WorkingSet {
     /// series older than their retention) and marks it for deletion from the file.
     pub(super) fn sweep(&mut self, now: UnixMillis, retention: &Retention) {
         let dirty = &mut self.dirty;
+        let mut expired: Vec<(String, InstanceName)> = Vec::new();
         for (group, states) in &mut self.states {
             states.retain(|id, s| {
                 let keep = s.retain_until_ms >= now;
                 if !keep {
                     dirty.mark(|| Key::State(group.clone(), id.clone()));
+                    if dirty.tracking {
+                        expired.push((group.clone(), id.clone()));
+                    }
                 }
                 keep
             });
         }
         self.states.retain(|_, s| !s.is_empty());
+        for (group, id) in expired {
+            self.mark_audits_of(&group, &[id]);
+        }
+        let dirty = &mut self.dirty;
         for (group, series) in &mut self.samples {
             series.retain(|id, s| {
                 let keep = s
@@ -1072,6 +1153,55 @@ mod tests {
             Arc::ptr_eq(&state, &series),
             "a new state reuses the series' id"
         );
+    }
+
+    #[cfg(feature = "embedded")]
+    #[test]
+    fn a_check_in_of_a_known_instance_writes_its_state_and_samples_not_its_audit() {
+        let mut set = WorkingSet::tracked();
+        let retention = Retention::default();
+        set.check_in(&jvb_report("i-1", T0), T0, &retention);
+        assert_eq!(
+            set.dirty_len(),
+            3,
+            "a new instance: state, samples and audit"
+        );
+        set.drain();
+        set.check_in(&jvb_report("i-1", T0 + 1000), T0 + 1000, &retention);
+        let changes = set.drain();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        let carried = changes.iter().find_map(|c| match &c.entry {
+            Some(Entry::State(record)) => Some(record.latest_status_ms),
+            _ => None,
+        });
+        assert_eq!(carried, Some(Some(T0 + 1000)), "the state carries the time");
+        assert!(
+            changes
+                .iter()
+                .all(|c| !matches!(c.key, Key::InstanceAudit(..))),
+            "{changes:?}"
+        );
+
+        // Any other audit event is written, and so is the audit of a removed state.
+        set.append_audit(
+            "g",
+            &[AuditEvent::Instance(crate::audit::InstanceAuditEvent {
+                instance_id: "i-1".into(),
+                kind: InstanceAuditKind::RequestToTerminate,
+                at_ms: T0 + 2000,
+            })],
+            None,
+            T0 + 2000,
+            &retention,
+        )
+        .expect("audit");
+        assert_eq!(set.dirty_len(), 1);
+        set.drain();
+        set.remove_instances("g", &["i-1".to_owned()], None)
+            .expect("remove");
+        let keys: Vec<Key> = set.drain().into_iter().map(|c| c.key).collect();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.iter().any(|k| matches!(k, Key::InstanceAudit(..))));
     }
 
     #[test]

@@ -558,6 +558,57 @@ async fn concurrent_durable_writes_all_persist() {
 }
 
 #[tokio::test]
+async fn the_latest_status_rides_on_the_state_record_and_survives_its_expiry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = clock();
+    let store = open(&dir, &clock);
+    store
+        .put_group(&GroupRecord::new(group("g", 1)), Expect::Any, None)
+        .await
+        .expect("group");
+    let latest_status = |audits: Vec<InstanceAudit>| {
+        assert_eq!(audits.len(), 1, "one instance: {audits:?}");
+        audits[0].latest_status
+    };
+    // The first check-in writes the audit record; the next ones only the state and samples,
+    // whose state record carries the latest status.
+    for minute in 0..3 {
+        let now = T0 + minute * 60_000;
+        clock.set(now);
+        store
+            .check_in(&report("g", report_state("i-1", now, now, 0.5)))
+            .await
+            .expect("check-in");
+        store.flush().await.expect("flush");
+    }
+    let last = T0 + 120_000;
+    store.simulate_crash();
+    drop(store);
+
+    let store = open(&dir, &clock);
+    let audits = store.instance_audit("g").await.expect("audit");
+    assert_eq!(
+        latest_status(audits),
+        Some(last),
+        "read back from the state"
+    );
+    drop(store);
+
+    // The state expires (the open sweeps it): the audit record takes the time over.
+    clock.set(last + 900_000 + 1);
+    let store = open(&dir, &clock);
+    assert!(store.instances("g").await.expect("instances").is_empty());
+    drop(store);
+    let store = open(&dir, &clock);
+    let audits = store.instance_audit("g").await.expect("audit");
+    assert_eq!(
+        latest_status(audits),
+        Some(last),
+        "kept by the audit record"
+    );
+}
+
+#[tokio::test]
 async fn expired_records_are_deleted_from_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = clock();
