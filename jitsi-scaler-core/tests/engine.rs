@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jitsi_scaler_core::engine::{EngineEvent, Scaler};
+use jitsi_scaler_core::engine::{EngineEvent, Scaler, ScalerOptions};
 use jitsi_scaler_core::leader::{FencingToken, Leadership, LeadershipStatus};
 use jitsi_scaler_core::plan::{Autoscale, LaunchPlan};
 use jitsi_scaler_core::policy::{Decision, Direction, HoldReason};
@@ -780,6 +780,57 @@ async fn the_run_loop_reconciles_periodically_and_on_events_and_stops_cleanly() 
     let stop = CancellationToken::new();
     stop.cancel();
     h.scaler.run(stop).await.unwrap();
+}
+
+/// Reconciles of `group` that one run loop does while `fleet` new instances check in at once,
+/// within the next three seconds (the periodic pass comes every ten).
+async fn reconciles_while_a_fleet_arrives(trigger_spacing: Duration, fleet: usize) -> usize {
+    let h = Harness::with_options(ScalerOptions {
+        trigger_spacing,
+        ..options()
+    });
+    let mut group = jvb_group("jvb", 1, fleet as u32, fleet as u32 * 2);
+    group.enable_launch = false;
+    h.put(group).await;
+    let reconciled = |h: &Harness| {
+        h.observer
+            .events()
+            .iter()
+            .filter(|e| matches!(e, EngineEvent::Reconciled { group, .. } if group == "jvb"))
+            .count()
+    };
+    let shutdown = CancellationToken::new();
+    let scaler = h.scaler.clone();
+    let stop = shutdown.clone();
+    let run = tokio::spawn(async move { scaler.run(stop).await });
+    wait_until(|| reconciled(&h) >= 1).await;
+    advance(secs(2)).await;
+    tokio::task::yield_now().await;
+    let before = reconciled(&h);
+    for i in 0..fleet {
+        // Each first check-in is a new instance: it asks for a reconcile.
+        h.jvb("jvb", &format!("i-{i}"), 0.5).await;
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..30 {
+        advance(Duration::from_millis(100)).await;
+        tokio::task::yield_now().await;
+    }
+    let during = reconciled(&h) - before;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    during
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_arriving_at_once_triggers_one_reconcile_per_spacing() {
+    let spaced = reconciles_while_a_fleet_arrives(secs(1), 200).await;
+    assert_eq!(spaced, 1, "the triggers wait for the spacing and coalesce");
+    let unspaced = reconciles_while_a_fleet_arrives(Duration::ZERO, 200).await;
+    assert!(
+        unspaced > 10,
+        "without spacing, the triggers run reconciles back to back: {unspaced}"
+    );
 }
 
 /// Lets spawned tasks progress on paused time until `done` holds (bounded).

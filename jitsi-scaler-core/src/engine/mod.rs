@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -44,6 +45,10 @@ pub use reconcile::ReconcileReport;
 pub struct ScalerOptions {
     /// Reconcile every group this often (default 10 s).
     pub reconcile_interval: Duration,
+    /// Least time between the start of a group's reconcile and one that a check-in or an edit
+    /// triggers (default 1 s): a fleet that starts or comes back at once triggers one
+    /// reconcile per second, not one per instance. Periodic reconciles are not held back.
+    pub trigger_spacing: Duration,
     /// Wait this long after start before the first reconcile, so sidecars can check in first
     /// (the reference's `INITIAL_WAIT_FOR_POOLING_MS`; default 120 s, set 0 with a durable
     /// store that already holds the fleet).
@@ -76,6 +81,7 @@ impl Default for ScalerOptions {
     fn default() -> Self {
         Self {
             reconcile_interval: Duration::from_secs(10),
+            trigger_spacing: Duration::from_secs(1),
             initial_delay: Duration::from_secs(120),
             sanity_interval: Duration::from_secs(240),
             cloud_cache_ttl: Duration::from_secs(600),
@@ -330,17 +336,20 @@ impl Scaler {
         let mut ticker = tokio::time::interval(options.reconcile_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queue = queue::Queue::default();
+        let mut spacing = queue::Spacing::new(options.trigger_spacing);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut task_groups: HashMap<tokio::task::Id, String> = HashMap::new();
         while !shutdown.is_cancelled() {
             while tasks.len() < options.concurrency.max(1) {
                 let Some(group) = queue.next() else { break };
+                spacing.started(&group, Instant::now());
                 let shared = self.shared.clone();
                 let name = group.clone();
                 let handle =
                     tasks.spawn(async move { reconcile::reconcile_guarded(&shared, &name).await });
                 task_groups.insert(handle.id(), group);
             }
+            let next_due = spacing.next_due();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -356,6 +365,7 @@ impl Scaler {
                 _ = ticker.tick() => {
                     match self.shared.refresh_groups().await {
                         Ok(names) if self.shared.leadership.token().is_some() => {
+                            spacing.retain(&names);
                             queue.push_all(names);
                             self.shared.first_pass_done.store(true, Ordering::SeqCst);
                         }
@@ -364,9 +374,14 @@ impl Scaler {
                     }
                 }
                 Some(group) = wake_rx.recv() => {
-                    if self.shared.leadership.token().is_some() {
+                    if self.shared.leadership.token().is_some()
+                        && let Some(group) = spacing.admit(group, Instant::now())
+                    {
                         queue.push(group);
                     }
+                }
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
+                    queue.push_all(spacing.take_due(Instant::now()));
                 }
             }
         }

@@ -79,6 +79,7 @@ pub(super) struct StoredState {
     pub(super) seq: u64,
 }
 
+#[cfg(feature = "embedded")]
 /// A state record as the file holds it. It also carries the time of the instance's latest
 /// status (its audit's `latest-status`, which every check-in moves), so a check-in rewrites
 /// its state and samples but not its audit record; loading takes the newer of the two times.
@@ -181,11 +182,13 @@ impl StoredAudit {
         *slot = (*slot).max(at_ms);
     }
 
+    #[cfg(feature = "embedded")]
     /// The time of the latest status, if any.
     fn latest_status_ms(&self) -> Option<UnixMillis> {
         Some(self.times[InstanceAuditKind::LatestStatus as usize]).filter(|t| *t != Self::NEVER)
     }
 
+    #[cfg(feature = "embedded")]
     /// Takes the later time of each kind from `other`, and its removed state when it has one.
     fn merge(&mut self, other: StoredAudit) {
         for (mine, theirs) in self.times.iter_mut().zip(other.times) {
@@ -220,6 +223,7 @@ impl StoredAudit {
         audit
     }
 
+    #[cfg(any(test, feature = "embedded"))]
     /// The compact form of a full audit.
     pub(super) fn from_audit(audit: InstanceAudit) -> Self {
         let mut stored = Self::empty();
