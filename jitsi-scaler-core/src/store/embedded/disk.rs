@@ -1,7 +1,8 @@
 //! The redb file: its tables, opening with a schema check, loading the working set, and writing
 //! a batch of changes in one transaction.
 //!
-//! Every value is JSON. Records of groups, runtime, flags and the fencing token must decode, or
+//! Every value is JSON but the sample series, which are binary ([`series_codec`]: most of
+//! what a commit writes). Records of groups, runtime, flags and the fencing token must decode, or
 //! the file is reported corrupt; instance states, samples and audit that fail to decode are
 //! logged and deleted (they are rebuilt by the next check-ins and reconciles).
 
@@ -14,6 +15,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::series_codec;
 use crate::store::StoreError;
 use crate::store::working_set::{Change, Entry, Key, WorkingSet};
 
@@ -139,14 +141,18 @@ pub(super) fn load(db: &Database) -> Result<WorkingSet, StoreError> {
             Err(e) => discard(&mut set, Key::State(group.to_owned(), id.into()), &e),
         }
     })?;
-    for_each_pair(&txn, SAMPLES, |group, id, bytes| {
-        match decode(&format!("samples/{group}/{id}"), bytes) {
+    for_each_pair(
+        &txn,
+        SAMPLES,
+        |group, id, bytes| match series_codec::decode(bytes)
+            .map_err(|e| corrupt(format!("samples/{group}/{id}"), e))
+        {
             Ok(series) => {
                 set.load_series(group, id, series);
             }
             Err(e) => discard(&mut set, Key::Samples(group.to_owned(), id.into()), &e),
-        }
-    })?;
+        },
+    )?;
     for_each_pair(&txn, INSTANCE_AUDIT, |group, id, bytes| {
         match decode(&format!("instance_audit/{group}/{id}"), bytes) {
             Ok(audit) => {
@@ -255,7 +261,7 @@ fn encode_entry(entry: &Entry) -> Result<Vec<u8>, StoreError> {
         Entry::Runtime(r) => encode(r),
         Entry::Flags(f) => encode(f),
         Entry::State(s) => encode(s),
-        Entry::Samples(s) => encode(s),
+        Entry::Samples(s) => Ok(series_codec::encode(s)),
         Entry::GroupAudit(a) => encode(a),
         Entry::InstanceAudit(a) => encode(a),
     }

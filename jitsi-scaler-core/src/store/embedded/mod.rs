@@ -1,6 +1,7 @@
 //! [`EmbeddedStore`]: the durable store of a single node, in one redb file.
 
 mod disk;
+mod series_codec;
 mod writer;
 
 #[cfg(test)]

@@ -828,6 +828,16 @@ async fn unreadable_records_are_dropped_or_refused_by_kind() {
     let rows = disk::row_counts(&path).expect("rows");
     assert!(rows.contains(&("states".to_string(), 1)), "{rows:?}");
 
+    // So is a binary series of the wrong length.
+    disk::poke(&path, "samples", &["g", "i-2"], &[1, 2, 3]).expect("poke");
+    let store = open(&dir, &clock);
+    let snapshot = store.snapshot("g", 0).await.expect("snapshot").expect("g");
+    let ids: Vec<&str> = snapshot.samples.iter().map(|s| &*s.instance_id).collect();
+    assert_eq!(ids, vec!["i-1"]);
+    drop(store);
+    let rows = disk::row_counts(&path).expect("rows");
+    assert!(rows.contains(&("samples".to_string(), 1)), "{rows:?}");
+
     // A group is not: the open fails and names it.
     disk::poke(&path, "groups", &["g"], b"[]").expect("poke");
     match EmbeddedStore::open(dir.path(), clock.clone()) {
