@@ -298,6 +298,15 @@ pub struct ServeArgs {
         help_heading = "Engine"
     )]
     pub reconcile_interval_sec: u64,
+    /// Least time between the start of a group's reconcile and one that a check-in or an edit
+    /// triggers, in ms (triggers meanwhile wait and coalesce; 0: none).
+    #[arg(
+        long,
+        env = "JITSI_SCALER_TRIGGER_SPACING_MS",
+        default_value_t = 1000,
+        help_heading = "Engine"
+    )]
+    pub trigger_spacing_ms: u64,
     /// Wait before the first reconcile, in ms, so sidecars can check in first.
     #[arg(
         long,
@@ -569,6 +578,7 @@ impl ServeArgs {
         let defaults = ScalerOptions::default();
         Ok(ScalerOptions {
             reconcile_interval: Duration::from_secs(self.reconcile_interval_sec),
+            trigger_spacing: Duration::from_millis(self.trigger_spacing_ms),
             initial_delay: Duration::from_millis(self.initial_wait_for_pooling_ms),
             sanity_interval: Duration::from_secs(self.sanity_interval_sec.max(1)),
             cloud_cache_ttl: Duration::from_secs(self.service_level_metrics_ttl_sec),
@@ -640,6 +650,12 @@ mod tests {
         assert_eq!(o.pass.timings.idle_ttl_ms, 60_000);
         assert!(o.dry_run);
         assert_eq!(o.initial_delay, Duration::from_secs(120));
+        assert_eq!(o.trigger_spacing, ScalerOptions::default().trigger_spacing);
+        let spacing = serve(&["--trigger-spacing-ms", "250"]).scaler_options();
+        assert_eq!(
+            spacing.expect("options").trigger_spacing,
+            Duration::from_millis(250)
+        );
         let s = serve(&["--redis-host", "redis.internal"]);
         assert_eq!(s.store_kind(), StoreKind::Redis);
         let s = serve(&["--cloud-providers", "Oracle, local"]);
