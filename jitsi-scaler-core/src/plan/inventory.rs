@@ -132,8 +132,10 @@ impl<'a> Inventory<'a> {
     }
 }
 
-/// A fast, non-cryptographic hash of an instance id, eight bytes at a time (FxHash's mix).
-/// Only orders candidates: every match is confirmed by comparing the ids.
+/// A fast, non-cryptographic hash of an instance id. Ids of one cloud share long prefixes and
+/// differ at the end, so an id of 16 bytes or more is hashed by its length and last 16 bytes;
+/// a shorter one eight bytes at a time (FxHash's mix). Only orders candidates: every match is
+/// confirmed by comparing the ids.
 fn id_hash(id: &str) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mix = |h: u64, bytes: &[u8]| {
@@ -141,12 +143,13 @@ fn id_hash(id: &str) -> u64 {
         word[..bytes.len()].copy_from_slice(bytes);
         (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K)
     };
-    let mut chunks = id.as_bytes().chunks_exact(8);
-    let mut h = id.len() as u64;
-    for chunk in &mut chunks {
-        h = mix(h, chunk);
+    let bytes = id.as_bytes();
+    let h = bytes.len() as u64;
+    if let Some(from) = bytes.len().checked_sub(16) {
+        let (a, b) = bytes[from..].split_at(8);
+        return mix(mix(h, a), b);
     }
-    mix(h, chunks.remainder())
+    bytes.chunks(8).fold(h, mix)
 }
 
 /// Cloud instances running or provisioning (the cloud guard's count).
@@ -245,6 +248,22 @@ mod tests {
             .collect();
         assert_eq!(untracked, (1..=39).step_by(2).collect::<Vec<_>>());
         assert_ne!(id_hash("ocid1.a-0001"), id_hash("ocid1.a-0002"));
+    }
+
+    #[test]
+    fn ids_that_differ_only_before_their_last_16_bytes_are_told_apart() {
+        let tail = "instance.oc1.phx.0001";
+        let (a, b) = (format!("a.{tail}"), format!("b.{tail}"));
+        assert_eq!(id_hash(&a), id_hash(&b), "the hash sees only the tail");
+        let records = vec![reported(&a, 1)];
+        let inv = Inventory::build(&records, NOW, &Timings::default());
+        let list = vec![cloud(&a, "RUNNING"), cloud(&b, "RUNNING")];
+        let untracked: Vec<&str> = inv
+            .untracked(&list)
+            .iter()
+            .map(|c| c.instance_id.as_str())
+            .collect();
+        assert_eq!(untracked, vec![b.as_str()]);
     }
 
     #[test]
