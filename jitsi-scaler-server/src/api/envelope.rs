@@ -26,29 +26,46 @@ use crate::telemetry::Metrics;
 /// The request id header, read from the caller and set on every answer.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Request ids: a process-wide random prefix and a counter (cheap, unique per process).
+/// Request ids: a process-wide random prefix and a counter in hex (cheap, unique per process).
 #[derive(Debug)]
 struct Ids {
-    prefix: String,
+    prefix: [u8; ID_PREFIX],
     next: AtomicU64,
 }
+
+const ID_PREFIX: usize = 8;
 
 impl Ids {
     fn new() -> Self {
         use rand::Rng;
+        let mut prefix = [b'0'; ID_PREFIX];
+        for (byte, c) in prefix
+            .iter_mut()
+            .zip(rand::rng().sample_iter(&rand::distr::Alphanumeric))
+        {
+            *byte = c;
+        }
         Self {
-            prefix: rand::rng()
-                .sample_iter(&rand::distr::Alphanumeric)
-                .take(8)
-                .map(char::from)
-                .collect(),
+            prefix,
             next: AtomicU64::new(1),
         }
     }
 
+    /// `<prefix>-<counter in hex>`, built without the formatting machinery: one per request.
     fn make(&self) -> Option<HeaderValue> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix)).ok()
+        let mut id = [0u8; ID_PREFIX + 1 + 16];
+        id[..ID_PREFIX].copy_from_slice(&self.prefix);
+        id[ID_PREFIX] = b'-';
+        let digits = (16 - n.leading_zeros() as usize / 4).max(1);
+        for (i, byte) in id[ID_PREFIX + 1..ID_PREFIX + 1 + digits]
+            .iter_mut()
+            .enumerate()
+        {
+            *byte = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id[..ID_PREFIX + 1 + digits]).ok()
     }
 }
 
@@ -249,6 +266,21 @@ mod tests {
             &second.headers()[X_REQUEST_ID],
         );
         assert!(!a.is_empty() && a != b, "made ids are unique: {a:?} {b:?}");
+    }
+
+    #[test]
+    fn made_ids_are_the_prefix_and_the_counter_in_hex() {
+        let ids = Ids::new();
+        let prefix = std::str::from_utf8(&ids.prefix).expect("ASCII").to_owned();
+        assert!(
+            prefix.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{prefix}"
+        );
+        for n in [0u64, 1, 9, 0xa, 0xf, 0x10, 0xabc, 0x1234_5678, u64::MAX] {
+            ids.next.store(n, Ordering::Relaxed);
+            let id = ids.make().expect("a valid header value");
+            assert_eq!(id.to_str().expect("ASCII"), format!("{prefix}-{n:x}"));
+        }
     }
 
     #[tokio::test]

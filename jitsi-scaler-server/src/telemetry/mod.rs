@@ -23,13 +23,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber: `RUST_LOG` (or the given level) filters.
+/// Installs the global tracing subscriber: `RUST_LOG` (or the given level) filters. Text lines
+/// are coloured only on a terminal (and not with `NO_COLOR` set): a log file or journal gets
+/// plain text.
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let registry = tracing_subscriber::registry().with(filter);
+    let ansi = colored(
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let result = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(ansi),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -42,6 +52,11 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
     // A subscriber already installed (tests, embedding) is fine.
     let _ = result;
+}
+
+/// Whether text logs are coloured: on a terminal, unless `NO_COLOR` is set to something.
+fn colored(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The job types of the reference's job counters, pre-initialised to 0.
@@ -468,6 +483,16 @@ impl Observer for Metrics {
 mod tests {
     use super::*;
     use jitsi_scaler_core::engine::GroupGauges;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colored(true, None));
+        assert!(colored(true, Some(OsStr::new(""))));
+        assert!(!colored(true, Some(OsStr::new("1"))));
+        assert!(!colored(false, None), "a pipe or file gets no escape codes");
+        assert!(!colored(false, Some(OsStr::new("1"))));
+    }
 
     #[test]
     fn events_become_metrics_and_deleted_groups_disappear() {
