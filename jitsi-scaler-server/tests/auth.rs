@@ -754,6 +754,51 @@ async fn a_verified_token_is_not_verified_again_until_it_expires() {
 }
 
 #[tokio::test]
+async fn memory_answers_what_needs_no_signature_check() {
+    let f = Fixture::start().await;
+    let token = sidecar_token(NOW_S);
+    let header = bearer(&token);
+    let from_memory = |method: Method, path: &str, header: Option<&HeaderValue>| {
+        f.auth
+            .authorize_from_memory(&method, path, header)
+            .map(role)
+    };
+    // A token never verified: only `authorize` can tell, and memory does not try.
+    assert_eq!(
+        from_memory(Method::POST, "/sidecar/poll", Some(&header)),
+        None
+    );
+    assert_eq!(f.auth.metrics().signature_verifications, 0);
+    // Refusals no key could change are answered from memory.
+    assert_eq!(
+        from_memory(Method::POST, "/sidecar/poll", None),
+        Some(unauthorized(Reason::MissingToken))
+    );
+    assert_eq!(
+        from_memory(Method::POST, "/sidecar/poll", Some(&bearer("not-a-jwt"))),
+        Some(unauthorized(Reason::UnknownToken))
+    );
+    // Once verified, the token is admitted from memory, the route still checked.
+    assert_eq!(role(f.poll(&token).await), Ok(Role::Sidecar));
+    assert_eq!(
+        from_memory(Method::POST, "/sidecar/poll", Some(&header)),
+        Some(Ok(Role::Sidecar))
+    );
+    assert_eq!(
+        from_memory(Method::GET, "/groups", Some(&header)),
+        Some(forbidden(Reason::SidecarScopeOnly))
+    );
+    let m = f.auth.metrics();
+    assert_eq!((m.signature_verifications, m.token_cache_hits), (1, 2));
+    // Past its validity the cache no longer answers: a signature check is due again.
+    f.clock.advance(Duration::from_secs(61 * 60));
+    assert_eq!(
+        from_memory(Method::POST, "/sidecar/poll", Some(&header)),
+        None
+    );
+}
+
+#[tokio::test]
 async fn the_token_cache_can_be_disabled() {
     let f = Fixture::with_config(|c| AuthConfig {
         token_cache_capacity: 0,

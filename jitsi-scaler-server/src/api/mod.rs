@@ -2,6 +2,7 @@
 //! the metrics port (health, readiness, metrics), with their middleware: request ids, metrics,
 //! timeouts, body limits, panics answered as JSON.
 
+mod admission;
 pub mod body;
 mod envelope;
 mod error;
@@ -17,9 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use jitsi_scaler_core::engine::Scaler;
@@ -29,6 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use admission::AdmissionLayer;
 use envelope::panic_response;
 pub use envelope::{Envelope, EnvelopeLayer, X_REQUEST_ID};
 pub use error::ApiError;
@@ -74,6 +74,18 @@ pub trait Gate: Send + Sync + Debug {
         authorization: Option<&HeaderValue>,
     ) -> Result<Caller, Denial>;
 
+    /// [`Gate::admit`] when it can be answered without waiting (a credential checked before):
+    /// `None` when only `admit` can tell. Every request tries this first, so the common case
+    /// costs no extra future and no clone of the route.
+    fn admit_now(
+        &self,
+        _method: &Method,
+        _path: &str,
+        _authorization: Option<&HeaderValue>,
+    ) -> Option<Result<Caller, Denial>> {
+        None
+    }
+
     /// Counters to export as `jitsi_scaler_auth_<name>` (name, value).
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
@@ -88,18 +100,17 @@ impl Gate for crate::auth::Authenticator {
         path: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<Caller, Denial> {
-        match self.authorize(method, path, authorization).await {
-            Ok(principal) => Ok(Caller {
-                subject: principal.bound_instance().map(str::to_owned),
-            }),
-            Err(e) => {
-                let msg = e.reason().message().to_string();
-                Err(match e {
-                    crate::auth::AuthError::Unauthorized(_) => Denial::Unauthorized(msg),
-                    crate::auth::AuthError::Forbidden(_) => Denial::Forbidden(msg),
-                })
-            }
-        }
+        admission(self.authorize(method, path, authorization).await)
+    }
+
+    fn admit_now(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Option<Result<Caller, Denial>> {
+        self.authorize_from_memory(method, path, authorization)
+            .map(admission)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -118,6 +129,24 @@ impl Gate for crate::auth::Authenticator {
     }
 }
 
+/// The gate's answer for an authorization's outcome.
+fn admission(
+    authorized: Result<crate::auth::Principal, crate::auth::AuthError>,
+) -> Result<Caller, Denial> {
+    match authorized {
+        Ok(principal) => Ok(Caller {
+            subject: principal.bound_instance().map(str::to_owned),
+        }),
+        Err(e) => {
+            let msg = e.reason().message().to_string();
+            Err(match e {
+                crate::auth::AuthError::Unauthorized(_) => Denial::Unauthorized(msg),
+                crate::auth::AuthError::Forbidden(_) => Denial::Forbidden(msg),
+            })
+        }
+    }
+}
+
 /// Admits everyone (`PROTECTED_API=false`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OpenGate;
@@ -126,6 +155,15 @@ pub struct OpenGate;
 impl Gate for OpenGate {
     async fn admit(&self, _: &Method, _: &str, _: Option<&HeaderValue>) -> Result<Caller, Denial> {
         Ok(Caller::default())
+    }
+
+    fn admit_now(
+        &self,
+        _: &Method,
+        _: &str,
+        _: Option<&HeaderValue>,
+    ) -> Option<Result<Caller, Denial>> {
+        Some(Ok(Caller::default()))
     }
 }
 
@@ -228,34 +266,6 @@ impl AppState {
     }
 }
 
-/// Authentication of the API routes.
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let admitted = state
-        .gate
-        .admit(
-            req.method(),
-            &path,
-            req.headers().get(header::AUTHORIZATION),
-        )
-        .await;
-    match admitted {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(denial) => {
-            let (reason, error) = match denial {
-                Denial::Unauthorized(m) => ("unauthorized", ApiError::Unauthorized(m)),
-                Denial::Forbidden(m) => ("forbidden", ApiError::Forbidden(m)),
-            };
-            state.metrics.auth_failures.inc(&[reason]);
-            tracing::info!(method = %req.method(), path = %path, reason, "request refused");
-            error.into_response()
-        }
-    }
-}
-
 async fn no_route() -> ApiError {
     ApiError::NoRoute
 }
@@ -314,7 +324,10 @@ pub fn api_router(state: AppState) -> Router {
             "/groups/{name}/reservations/{id}",
             any(groups::reservations),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(AdmissionLayer::new(
+            state.gate.clone(),
+            state.metrics.clone(),
+        ));
     Router::new()
         .merge(protected)
         .route("/openapi.json", get(openapi_json))

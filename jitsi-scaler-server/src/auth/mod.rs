@@ -186,16 +186,30 @@ impl Authenticator {
         path: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<Principal, AuthError> {
-        let result = match self.authenticate_unrecorded(authorization).await {
-            Ok(principal) => principal
-                .role
-                .permits(method, path)
-                .map(|()| principal)
-                .map_err(AuthError::Forbidden),
-            Err(err) => Err(err),
-        };
+        if let Some(result) = self.authorize_from_memory(method, path, authorization) {
+            return result;
+        }
+        let result = permitted(
+            self.authenticate_unrecorded(authorization).await,
+            method,
+            path,
+        );
         self.record(&result, method.as_str(), path);
         result
+    }
+
+    /// [`Self::authorize`] when memory can answer it, without waiting: authentication off, a
+    /// static token, an ASAP token verified before and still valid, or a refusal no key could
+    /// change. `None` when a signature must be verified (which may fetch a public key).
+    pub fn authorize_from_memory(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Option<Result<Principal, AuthError>> {
+        let result = permitted(self.authenticate_from_memory(authorization)?, method, path);
+        self.record(&result, method.as_str(), path);
+        Some(result)
     }
 
     /// Authenticates the `Authorization` header without a route check (`401` errors only).
@@ -224,30 +238,52 @@ impl Authenticator {
         }
     }
 
+    /// Authentication from memory; `None` when an ASAP signature must be verified.
+    fn authenticate_from_memory(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Option<Result<Principal, AuthError>> {
+        let inner = &*self.inner;
+        if !inner.enabled {
+            return Some(Ok(Principal::unauthenticated()));
+        }
+        let unauthorized = AuthError::Unauthorized;
+        let token = match authorization
+            .ok_or(Reason::MissingToken)
+            .and_then(bearer_token)
+        {
+            Ok(token) => token,
+            Err(reason) => return Some(Err(unauthorized(reason))),
+        };
+        let hash = token_hash(token);
+        if let Some(principal) = inner.static_tokens.get(&hash) {
+            return Some(Ok(principal.clone()));
+        }
+        if inner.asap.is_none() || !looks_like_jwt(token) {
+            return Some(Err(unauthorized(Reason::UnknownToken)));
+        }
+        let principal = inner.token_cache.get(&hash, inner.clock.now_ms())?;
+        AuthMetrics::inc(&inner.metrics.token_cache_hits);
+        Some(Ok(principal))
+    }
+
     async fn authenticate_unrecorded(
         &self,
         authorization: Option<&HeaderValue>,
     ) -> Result<Principal, AuthError> {
-        let inner = &*self.inner;
-        if !inner.enabled {
-            return Ok(Principal::unauthenticated());
+        if let Some(result) = self.authenticate_from_memory(authorization) {
+            return result;
         }
+        let inner = &*self.inner;
         let unauthorized = AuthError::Unauthorized;
         let header = authorization.ok_or(unauthorized(Reason::MissingToken))?;
         let token = bearer_token(header).map_err(unauthorized)?;
         let hash = token_hash(token);
-        if let Some(principal) = inner.static_tokens.get(&hash) {
-            return Ok(principal.clone());
-        }
         let asap = match &inner.asap {
-            Some(asap) if looks_like_jwt(token) => asap,
-            _ => return Err(unauthorized(Reason::UnknownToken)),
+            Some(asap) => asap,
+            None => return Err(unauthorized(Reason::UnknownToken)),
         };
         let now_ms = inner.clock.now_ms();
-        if let Some(principal) = inner.token_cache.get(&hash, now_ms) {
-            AuthMetrics::inc(&inner.metrics.token_cache_hits);
-            return Ok(principal);
-        }
         AuthMetrics::inc(&inner.metrics.token_cache_misses);
         let verified = asap.verify(token).await.map_err(unauthorized)?;
         inner.token_cache.insert(
@@ -258,6 +294,20 @@ impl Authenticator {
         );
         Ok(verified.principal)
     }
+}
+
+/// `principal`, when its role may call `method path`.
+fn permitted(
+    principal: Result<Principal, AuthError>,
+    method: &Method,
+    path: &str,
+) -> Result<Principal, AuthError> {
+    let principal = principal?;
+    principal
+        .role
+        .permits(method, path)
+        .map(|()| principal)
+        .map_err(AuthError::Forbidden)
 }
 
 /// The token of `Bearer <token>` (scheme in any case).
