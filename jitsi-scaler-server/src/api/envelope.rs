@@ -21,7 +21,6 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::ApiError;
-use super::deadline::limit_once_waiting;
 use crate::telemetry::Metrics;
 
 /// The request id header, read from the caller and set on every answer.
@@ -84,8 +83,7 @@ pub struct EnvelopeLayer {
 }
 
 impl EnvelopeLayer {
-    /// Metrics go to `metrics`; a request still unanswered `deadline` after it first had to
-    /// wait is answered 503.
+    /// Metrics go to `metrics`; a request running longer than `deadline` is answered 503.
     pub fn new(metrics: Arc<Metrics>, deadline: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -161,7 +159,7 @@ where
                 let mut response = match called {
                     Ok(future) => {
                         let guarded = AssertUnwindSafe(future).catch_unwind();
-                        match limit_once_waiting(shared.deadline, guarded).await {
+                        match tokio::time::timeout(shared.deadline, guarded).await {
                             Ok(Ok(Ok(response))) => response,
                             Ok(Ok(Err(never))) => match never {},
                             Ok(Err(panic)) => panic_response(panic),

@@ -3,7 +3,6 @@
 //! timeouts, body limits, panics answered as JSON.
 
 mod admission;
-mod deadline;
 pub mod body;
 mod envelope;
 mod error;

@@ -11,7 +11,6 @@ use jitsi_scaler_core::store::StoreError;
 use serde_json::{Value, json};
 
 use super::body::SidecarBody;
-use super::deadline::limit_once_waiting;
 use super::{ApiError, AppState, Caller};
 
 /// Commands must be answered (or refused with 503) well within the sidecar's 3 s timeout.
@@ -21,7 +20,7 @@ async fn within<T>(
     state: &AppState,
     call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, ApiError> {
-    match limit_once_waiting(state.limits.sidecar_store_timeout, call).await {
+    match tokio::time::timeout(state.limits.sidecar_store_timeout, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             state.metrics.stats_errors.inc(&[]);
