@@ -433,7 +433,7 @@ pub struct ServeArgs {
     )]
     pub scheduled_scaling_jitter_sec: u64,
 
-    /// Log format.
+    /// Log format (text is coloured only on a terminal, and not with NO_COLOR set).
     #[arg(
         long,
         env = "JITSI_SCALER_LOG_FORMAT",
