@@ -270,6 +270,46 @@ impl Dirty {
     }
 }
 
+/// When the first record of each per-instance table can expire, at the earliest: a sweep
+/// walks a table only once that time has come, so a fleet that keeps reporting costs a
+/// sweep no walk over its instances. Every write that could make a record expire sooner
+/// lowers the bound; each walk sets it to the table's true earliest expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Expiries {
+    /// The earliest instant a state is past its retention.
+    states_ms: UnixMillis,
+    /// The earliest instant a series' newest sample is past the series' retention.
+    samples_ms: UnixMillis,
+    /// The oldest newest event of an instance audit (the audit's retention is the sweep's).
+    audit_newest_ms: UnixMillis,
+}
+
+impl Default for Expiries {
+    /// Unknown: the next sweep walks every table.
+    fn default() -> Self {
+        Self {
+            states_ms: UnixMillis::MIN,
+            samples_ms: UnixMillis::MIN,
+            audit_newest_ms: UnixMillis::MIN,
+        }
+    }
+}
+
+impl Expiries {
+    fn state(&mut self, retain_until_ms: UnixMillis) {
+        self.states_ms = self.states_ms.min(retain_until_ms.saturating_add(1));
+    }
+
+    fn series(&mut self, newest_ms: UnixMillis, retention_ms: i64) {
+        let expires = newest_ms.saturating_add(retention_ms).saturating_add(1);
+        self.samples_ms = self.samples_ms.min(expires);
+    }
+
+    fn audit_event(&mut self, at_ms: UnixMillis) {
+        self.audit_newest_ms = self.audit_newest_ms.min(at_ms);
+    }
+}
+
 /// Everything a store holds, in memory.
 #[derive(Debug, Default)]
 pub(super) struct WorkingSet {
@@ -283,6 +323,7 @@ pub(super) struct WorkingSet {
     pub(super) runtime: HashMap<String, GroupRuntime>,
     pub(super) group_audit: HashMap<String, GroupAuditLog>,
     pub(super) instance_audit: HashMap<String, HashMap<InstanceName, StoredAudit>>,
+    expiries: Expiries,
     dirty: Dirty,
 }
 
@@ -427,6 +468,7 @@ impl WorkingSet {
         at_ms: UnixMillis,
         carried_by_state: bool,
     ) {
+        self.expiries.audit_event(at_ms);
         let created = with_slot(
             &mut self.instance_audit,
             group,
@@ -486,7 +528,9 @@ impl WorkingSet {
     #[cfg(feature = "embedded")]
     pub(super) fn load_state(&mut self, group: &str, id: &str, record: StateRecord) {
         let name = self.instance_name(group, id);
+        self.expiries.state(record.retain_until_ms);
         if let Some(at_ms) = record.latest_status_ms {
+            self.expiries.audit_event(at_ms);
             self.instance_audit
                 .entry(group.to_owned())
                 .or_default()
@@ -509,6 +553,8 @@ impl WorkingSet {
     #[cfg(feature = "embedded")]
     pub(super) fn load_series(&mut self, group: &str, id: &str, series: Series) {
         let name = self.instance_name(group, id);
+        // A series loaded may be empty or unsorted: the next sweep walks them all.
+        self.expiries.samples_ms = UnixMillis::MIN;
         self.samples
             .entry(group.to_owned())
             .or_default()
@@ -519,6 +565,8 @@ impl WorkingSet {
     #[cfg(feature = "embedded")]
     pub(super) fn load_audit(&mut self, group: &str, id: &str, audit: InstanceAudit) {
         let name = self.instance_name(group, id);
+        // An audit loaded may hold no event at all: the next sweep walks them all.
+        self.expiries.audit_newest_ms = UnixMillis::MIN;
         self.instance_audit
             .entry(group.to_owned())
             .or_default()
@@ -766,6 +814,7 @@ impl WorkingSet {
                         )
                     },
                 );
+                self.expiries.series(at, retention_ms);
                 self.dirty
                     .mark(|| Key::Samples(group.to_owned(), Arc::clone(&name)));
                 commands.sample_written = true;
@@ -776,6 +825,7 @@ impl WorkingSet {
             None => self.next_seq(),
         };
         let retain_until_ms = now + check_in.state_retention_ms;
+        self.expiries.state(retain_until_ms);
         with_slot(
             &mut self.states,
             group,
@@ -825,6 +875,7 @@ impl WorkingSet {
         for state in states {
             let seq = self.next_seq();
             let name = self.instance_name(group, &state.instance_id);
+            self.expiries.state(now + retention_ms);
             self.states.entry(group.to_owned()).or_default().insert(
                 Arc::clone(&name),
                 StoredState {
@@ -865,6 +916,10 @@ impl WorkingSet {
                 self.dirty
                     .mark(|| Key::InstanceAudit(group.to_owned(), name));
             }
+        }
+        // A group left without states keeps no empty table (a sweep would drop it too).
+        if self.states.get(group).is_some_and(HashMap::is_empty) {
+            self.states.remove(group);
         }
         Ok(())
     }
@@ -1019,14 +1074,45 @@ impl WorkingSet {
     }
 
     /// Drops what has expired everywhere (states past retention, flags, old audit, sample
-    /// series older than their retention) and marks it for deletion from the file.
+    /// series older than their retention) and marks it for deletion from the file. A table of
+    /// instance records is walked only once its first record can have expired.
     pub(super) fn sweep(&mut self, now: UnixMillis, retention: &Retention) {
+        let oldest = now - retention.audit_ms;
+        if now >= self.expiries.states_ms {
+            self.sweep_states(now);
+        }
+        if now >= self.expiries.samples_ms {
+            self.sweep_samples(now);
+        }
         let dirty = &mut self.dirty;
+        self.flags.retain(|id, f| {
+            let keep = !f.live(now).is_empty();
+            if !keep {
+                dirty.mark(|| Key::Flags(id.clone()));
+            }
+            keep
+        });
+        for (group, log) in &mut self.group_audit {
+            if trim_changed(log, oldest) {
+                dirty.mark(|| Key::GroupAudit(group.clone()));
+            }
+        }
+        self.group_audit.retain(|_, l| !l.is_empty());
+        if self.expiries.audit_newest_ms < oldest {
+            self.sweep_instance_audits(oldest);
+        }
+    }
+
+    fn sweep_states(&mut self, now: UnixMillis) {
+        let dirty = &mut self.dirty;
+        let mut next = UnixMillis::MAX;
         let mut expired: Vec<(String, InstanceName)> = Vec::new();
         for (group, states) in &mut self.states {
             states.retain(|id, s| {
                 let keep = s.retain_until_ms >= now;
-                if !keep {
+                if keep {
+                    next = next.min(s.retain_until_ms.saturating_add(1));
+                } else {
                     dirty.mark(|| Key::State(group.clone(), id.clone()));
                     if dirty.tracking {
                         expired.push((group.clone(), id.clone()));
@@ -1036,47 +1122,50 @@ impl WorkingSet {
             });
         }
         self.states.retain(|_, s| !s.is_empty());
+        self.expiries.states_ms = next;
         for (group, id) in expired {
             self.mark_audits_of(&group, &[id]);
         }
+    }
+
+    fn sweep_samples(&mut self, now: UnixMillis) {
         let dirty = &mut self.dirty;
+        let mut next = UnixMillis::MAX;
         for (group, series) in &mut self.samples {
             series.retain(|id, s| {
-                let keep = s
-                    .samples
-                    .last()
-                    .is_some_and(|newest| newest.at_ms >= now - s.retention_ms);
-                if !keep {
-                    dirty.mark(|| Key::Samples(group.clone(), id.clone()));
+                let expires = s.samples.last().map(|newest| {
+                    newest
+                        .at_ms
+                        .saturating_add(s.retention_ms)
+                        .saturating_add(1)
+                });
+                let keep = expires.is_some_and(|at| now < at);
+                match expires {
+                    Some(at) if keep => next = next.min(at),
+                    _ => dirty.mark(|| Key::Samples(group.clone(), id.clone())),
                 }
                 keep
             });
         }
         self.samples.retain(|_, s| !s.is_empty());
-        self.flags.retain(|id, f| {
-            let keep = !f.live(now).is_empty();
-            if !keep {
-                dirty.mark(|| Key::Flags(id.clone()));
-            }
-            keep
-        });
-        let oldest = now - retention.audit_ms;
-        for (group, log) in &mut self.group_audit {
-            if trim_changed(log, oldest) {
-                dirty.mark(|| Key::GroupAudit(group.clone()));
-            }
-        }
-        self.group_audit.retain(|_, l| !l.is_empty());
+        self.expiries.samples_ms = next;
+    }
+
+    fn sweep_instance_audits(&mut self, oldest: UnixMillis) {
+        let dirty = &mut self.dirty;
+        let mut next = UnixMillis::MAX;
         for (group, audits) in &mut self.instance_audit {
             audits.retain(|id, a| {
-                let keep = a.newest_ms().is_some_and(|t| t >= oldest);
-                if !keep {
-                    dirty.mark(|| Key::InstanceAudit(group.clone(), id.clone()));
+                let newest = a.newest_ms().filter(|t| *t >= oldest);
+                match newest {
+                    Some(t) => next = next.min(t),
+                    None => dirty.mark(|| Key::InstanceAudit(group.clone(), id.clone())),
                 }
-                keep
+                newest.is_some()
             });
         }
         self.instance_audit.retain(|_, a| !a.is_empty());
+        self.expiries.audit_newest_ms = next;
     }
 }
 
@@ -1116,6 +1205,195 @@ mod tests {
             ..StressStats::default()
         });
         report("g", state)
+    }
+
+    /// One step of the sweep's differential test.
+    #[derive(Clone, Debug)]
+    enum Step {
+        CheckIn {
+            instance: u8,
+            group: u8,
+            poll: bool,
+            state_ttl_ms: i64,
+            sample_ttl_ms: i64,
+        },
+        Put {
+            instance: u8,
+            group: u8,
+            retention_ms: i64,
+        },
+        Remove {
+            instance: u8,
+            group: u8,
+        },
+        AuditEvent {
+            instance: u8,
+            group: u8,
+            age_ms: i64,
+        },
+        Wait(i64),
+        Sweep,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let at = (0u8..6, 0u8..2);
+        prop_oneof![
+            4 => (at.clone(), any::<bool>(), 1i64..200_000, 1i64..200_000).prop_map(
+                |((instance, group), poll, state_ttl_ms, sample_ttl_ms)| Step::CheckIn {
+                    instance, group, poll, state_ttl_ms, sample_ttl_ms,
+                }
+            ),
+            1 => (at.clone(), 1i64..200_000).prop_map(|((instance, group), retention_ms)| {
+                Step::Put { instance, group, retention_ms }
+            }),
+            1 => at.clone().prop_map(|(instance, group)| Step::Remove { instance, group }),
+            1 => (at, 0i64..400_000).prop_map(|((instance, group), age_ms)| {
+                Step::AuditEvent { instance, group, age_ms }
+            }),
+            3 => (0i64..150_000).prop_map(Step::Wait),
+            2 => Just(Step::Sweep),
+        ]
+    }
+
+    /// A working set as the embedded store keeps it (tracking its changes) when it can.
+    fn fresh() -> WorkingSet {
+        #[cfg(feature = "embedded")]
+        return WorkingSet::tracked();
+        #[cfg(not(feature = "embedded"))]
+        return WorkingSet::default();
+    }
+
+    fn apply(set: &mut WorkingSet, step: &Step, now: UnixMillis, retention: &Retention) {
+        let names = |instance: u8, group: u8| (format!("i-{instance}"), format!("g{group}"));
+        match *step {
+            Step::CheckIn {
+                instance,
+                group,
+                poll,
+                state_ttl_ms,
+                sample_ttl_ms,
+            } => {
+                let (id, group) = names(instance, group);
+                let mut check_in = jvb_report(&id, now);
+                check_in.group = group;
+                check_in.state_retention_ms = state_ttl_ms;
+                check_in.sample_retention_ms = sample_ttl_ms;
+                if poll {
+                    check_in.kind = CheckInKind::Poll;
+                }
+                set.check_in(&check_in, now, retention);
+            }
+            Step::Put {
+                instance,
+                group,
+                retention_ms,
+            } => {
+                let (id, group) = names(instance, group);
+                let state = InstanceState::polled(&id, "JVB", Metadata::default(), now);
+                set.put_instances(&group, &[state], retention_ms, None, now)
+                    .expect("put");
+            }
+            Step::Remove { instance, group } => {
+                let (id, group) = names(instance, group);
+                set.remove_instances(&group, &[id], None).expect("remove");
+            }
+            Step::AuditEvent {
+                instance,
+                group,
+                age_ms,
+            } => {
+                let (id, group) = names(instance, group);
+                let event = AuditEvent::Instance(crate::audit::InstanceAuditEvent {
+                    instance_id: id,
+                    kind: InstanceAuditKind::RequestToTerminate,
+                    at_ms: now - age_ms,
+                });
+                set.append_audit(&group, &[event], None, now, retention)
+                    .expect("audit");
+            }
+            Step::Wait(_) | Step::Sweep => {}
+        }
+    }
+
+    proptest::proptest! {
+        /// A sweep that skips the tables with nothing due leaves exactly what a sweep that
+        /// walks every table leaves, and marks the same records for the file.
+        #[test]
+        fn a_sweep_that_skips_what_is_not_due_leaves_what_a_full_walk_leaves(
+            steps in proptest::collection::vec(step(), 1..80)
+        ) {
+            let retention = Retention { audit_ms: 300_000 };
+            let (mut skipping, mut walking) = (fresh(), fresh());
+            let mut now = T0;
+            for step in &steps {
+                match step {
+                    Step::Wait(ms) => now += ms,
+                    Step::Sweep => {
+                        walking.expiries = Expiries::default();
+                        skipping.sweep(now, &retention);
+                        walking.sweep(now, &retention);
+                        proptest::prop_assert_eq!(&skipping.states, &walking.states);
+                        proptest::prop_assert_eq!(&skipping.samples, &walking.samples);
+                        proptest::prop_assert_eq!(&skipping.instance_audit, &walking.instance_audit);
+                        proptest::prop_assert_eq!(&skipping.dirty.keys, &walking.dirty.keys);
+                    }
+                    _ => {
+                        apply(&mut skipping, step, now, &retention);
+                        apply(&mut walking, step, now, &retention);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_fleet_that_keeps_reporting_costs_a_sweep_no_walk() {
+        // States and samples kept equally long, so one instant is due for both.
+        let jvb_report = |id: &str, at: UnixMillis| {
+            let mut check_in = jvb_report(id, at);
+            check_in.state_retention_ms = check_in.sample_retention_ms;
+            check_in
+        };
+        let mut set = fresh();
+        let retention = Retention::default();
+        for k in 0..3 {
+            set.check_in(&jvb_report(&format!("i-{k}"), T0), T0, &retention);
+        }
+        set.sweep(T0, &retention);
+        let after_walk = set.expiries;
+        assert!(after_walk.states_ms > T0 && after_walk.samples_ms > T0);
+        // A second later every instance reports again: nothing can have expired yet.
+        for k in 0..3 {
+            set.check_in(
+                &jvb_report(&format!("i-{k}"), T0 + 1000),
+                T0 + 1000,
+                &retention,
+            );
+        }
+        assert_eq!(set.expiries, after_walk, "reports only push expiries later");
+        set.sweep(T0 + 1000, &retention);
+        assert_eq!(set.expiries, after_walk, "nothing was walked");
+        // When the first bound comes, the walk finds every record refreshed: nothing goes,
+        // and the bounds move on by the second between the reports.
+        let due = after_walk.states_ms.max(after_walk.samples_ms);
+        set.sweep(due, &retention);
+        assert_eq!(set.states["g"].len(), 3);
+        assert_eq!(set.expiries.states_ms, after_walk.states_ms + 1000);
+        assert_eq!(set.expiries.samples_ms, after_walk.samples_ms + 1000);
+        // i-0 stops reporting; the others report just before its records would expire.
+        let gone = set.expiries.states_ms.max(set.expiries.samples_ms);
+        for k in 1..3 {
+            set.check_in(
+                &jvb_report(&format!("i-{k}"), gone - 1),
+                gone - 1,
+                &retention,
+            );
+        }
+        set.sweep(gone, &retention);
+        assert!(!set.states["g"].contains_key("i-0"), "i-0 expired");
+        assert!(!set.samples["g"].contains_key("i-0"), "its series too");
+        assert_eq!(set.states["g"].len(), 2);
     }
 
     #[test]
