@@ -100,7 +100,7 @@ impl Gate for crate::auth::Authenticator {
         path: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<Caller, Denial> {
-        admission(self.authorize(method, path, authorization).await)
+        gate_answer(self.authorize(method, path, authorization).await)
     }
 
     fn admit_now(
@@ -110,7 +110,7 @@ impl Gate for crate::auth::Authenticator {
         authorization: Option<&HeaderValue>,
     ) -> Option<Result<Caller, Denial>> {
         self.authorize_from_memory(method, path, authorization)
-            .map(admission)
+            .map(gate_answer)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -130,7 +130,7 @@ impl Gate for crate::auth::Authenticator {
 }
 
 /// The gate's answer for an authorization's outcome.
-fn admission(
+fn gate_answer(
     authorized: Result<crate::auth::Principal, crate::auth::AuthError>,
 ) -> Result<Caller, Denial> {
     match authorized {

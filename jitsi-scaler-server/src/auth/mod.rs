@@ -49,7 +49,7 @@ use asap::{AsapSettings, AsapVerifier};
 use keys::{KeyStore, KeyStoreSettings};
 use metrics::AuthMetrics;
 use static_tokens::{StaticTokens, token_hash};
-use token_cache::VerifiedTokenCache;
+use token_cache::{TokenHash, VerifiedTokenCache};
 
 /// Longest accepted bearer token, in bytes.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -186,9 +186,6 @@ impl Authenticator {
         path: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<Principal, AuthError> {
-        if let Some(result) = self.authorize_from_memory(method, path, authorization) {
-            return result;
-        }
         let result = permitted(
             self.authenticate_unrecorded(authorization).await,
             method,
@@ -207,7 +204,10 @@ impl Authenticator {
         path: &str,
         authorization: Option<&HeaderValue>,
     ) -> Option<Result<Principal, AuthError>> {
-        let result = permitted(self.authenticate_from_memory(authorization)?, method, path);
+        let FromMemory::Known(authenticated) = self.authenticate_from_memory(authorization) else {
+            return None;
+        };
+        let result = permitted(authenticated, method, path);
         self.record(&result, method.as_str(), path);
         Some(result)
     }
@@ -238,14 +238,14 @@ impl Authenticator {
         }
     }
 
-    /// Authentication from memory; `None` when an ASAP signature must be verified.
-    fn authenticate_from_memory(
-        &self,
-        authorization: Option<&HeaderValue>,
-    ) -> Option<Result<Principal, AuthError>> {
+    /// Authentication as far as memory can take it.
+    fn authenticate_from_memory<'t>(
+        &'t self,
+        authorization: Option<&'t HeaderValue>,
+    ) -> FromMemory<'t> {
         let inner = &*self.inner;
         if !inner.enabled {
-            return Some(Ok(Principal::unauthenticated()));
+            return FromMemory::Known(Ok(Principal::unauthenticated()));
         }
         let unauthorized = AuthError::Unauthorized;
         let token = match authorization
@@ -253,39 +253,37 @@ impl Authenticator {
             .and_then(bearer_token)
         {
             Ok(token) => token,
-            Err(reason) => return Some(Err(unauthorized(reason))),
+            Err(reason) => return FromMemory::Known(Err(unauthorized(reason))),
         };
         let hash = token_hash(token);
         if let Some(principal) = inner.static_tokens.get(&hash) {
-            return Some(Ok(principal.clone()));
+            return FromMemory::Known(Ok(principal.clone()));
         }
-        if inner.asap.is_none() || !looks_like_jwt(token) {
-            return Some(Err(unauthorized(Reason::UnknownToken)));
+        let asap = match &inner.asap {
+            Some(asap) if looks_like_jwt(token) => asap,
+            _ => return FromMemory::Known(Err(unauthorized(Reason::UnknownToken))),
+        };
+        match inner.token_cache.get(&hash, inner.clock.now_ms()) {
+            Some(principal) => {
+                AuthMetrics::inc(&inner.metrics.token_cache_hits);
+                FromMemory::Known(Ok(principal))
+            }
+            None => FromMemory::Unverified { asap, token, hash },
         }
-        let principal = inner.token_cache.get(&hash, inner.clock.now_ms())?;
-        AuthMetrics::inc(&inner.metrics.token_cache_hits);
-        Some(Ok(principal))
     }
 
     async fn authenticate_unrecorded(
         &self,
         authorization: Option<&HeaderValue>,
     ) -> Result<Principal, AuthError> {
-        if let Some(result) = self.authenticate_from_memory(authorization) {
-            return result;
-        }
-        let inner = &*self.inner;
-        let unauthorized = AuthError::Unauthorized;
-        let header = authorization.ok_or(unauthorized(Reason::MissingToken))?;
-        let token = bearer_token(header).map_err(unauthorized)?;
-        let hash = token_hash(token);
-        let asap = match &inner.asap {
-            Some(asap) => asap,
-            None => return Err(unauthorized(Reason::UnknownToken)),
+        let (asap, token, hash) = match self.authenticate_from_memory(authorization) {
+            FromMemory::Known(result) => return result,
+            FromMemory::Unverified { asap, token, hash } => (asap, token, hash),
         };
+        let inner = &*self.inner;
         let now_ms = inner.clock.now_ms();
         AuthMetrics::inc(&inner.metrics.token_cache_misses);
-        let verified = asap.verify(token).await.map_err(unauthorized)?;
+        let verified = asap.verify(token).await.map_err(AuthError::Unauthorized)?;
         inner.token_cache.insert(
             hash,
             verified.principal.clone(),
@@ -294,6 +292,18 @@ impl Authenticator {
         );
         Ok(verified.principal)
     }
+}
+
+/// How far memory took an authentication.
+enum FromMemory<'t> {
+    /// Decided: authentication off, a static token, a cached ASAP token, or a refusal.
+    Known(Result<Principal, AuthError>),
+    /// An ASAP token not verified yet (or no longer cached): its signature must be checked.
+    Unverified {
+        asap: &'t AsapVerifier,
+        token: &'t str,
+        hash: TokenHash,
+    },
 }
 
 /// `principal`, when its role may call `method path`.
