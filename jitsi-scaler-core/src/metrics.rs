@@ -263,92 +263,63 @@ fn bucket_instance(
     true
 }
 
-/// Widest window the single-walk path handles: bucket presence is a bit mask.
-const MASK_PERIODS: usize = 64;
-
-/// Buckets a series kept oldest first in one walk, without a division per sample: each
-/// present bucket's mean and newest value go to the scratch space (entries of absent buckets
-/// are left as they were). Returns the mask of buckets with a sample of their own, or `None`
-/// when the series is out of order or the window too wide (the general path then runs).
-fn bucket_sorted(
-    spec: &WindowSpec,
-    samples: &[MetricSample],
-    scratch: &mut WindowScratch,
-) -> Option<u64> {
+/// Adds one series kept oldest first to the group's sums in one walk, without per-instance space or
+/// a division per sample: each bucket the instance has samples in adds its mean, and each
+/// single-bucket hole between two of them (or a missing newest bucket) adds the newest value of
+/// the older neighbour. Returns false, having added nothing, when the series is out of order
+/// (the general path then runs).
+fn add_sorted(spec: &WindowSpec, samples: &[MetricSample], scratch: &mut WindowScratch) -> bool {
     let period = spec.period_ms;
-    if period <= 0 || spec.retention_ms < 0 || spec.periods > MASK_PERIODS {
-        return None;
+    if period <= 0 || spec.retention_ms < 0 || !samples.is_sorted_by_key(|s| s.at_ms) {
+        return false;
     }
     let span = period.saturating_mul(spec.periods as i64);
     // In the window: 0 <= age <= min(span - 1, retention).
     let oldest = spec.now.saturating_sub((span - 1).min(spec.retention_ms));
-    let mut present = 0u64;
-    let mut last = UnixMillis::MIN;
-    let mut rest = samples;
-    while let Some((s, tail)) = rest.split_first() {
-        if s.at_ms >= oldest {
-            break;
-        }
-        if s.at_ms < last {
-            return None;
-        }
-        last = s.at_ms;
-        rest = tail;
-    }
-    while let Some(first) = rest.first() {
-        if first.at_ms > spec.now {
-            break;
-        }
-        let idx = ((spec.now - first.at_ms) / period) as usize;
-        // Newest time of bucket `idx`: the samples up to it are the bucket's.
-        let upper = spec.now - idx as i64 * period;
-        let (mut sum, mut n, mut newest) = (0.0, 0u32, 0.0);
-        while let Some((s, tail)) = rest.split_first() {
-            if s.at_ms > upper {
-                break;
+    let from = samples.partition_point(|s| s.at_ms < oldest);
+    let to = samples.partition_point(|s| s.at_ms <= spec.now);
+    let window = samples.get(from..to).unwrap_or_default();
+    let sums = &mut scratch.group_sum;
+    let counts = &mut scratch.group_n;
+    // The older neighbour of the bucket being walked: its index and newest value.
+    let mut older: Option<(usize, f64)> = None;
+    // The bucket being walked: its index, the first time past it, and its samples so far.
+    let (mut idx, mut past) = (usize::MAX, UnixMillis::MIN);
+    let (mut sum, mut n, mut newest) = (0.0, 0u32, 0.0);
+    let mut close =
+        |idx: usize, sum: f64, n: u32, newest: f64, older: &mut Option<(usize, f64)>| {
+            sums[idx] += if n == 1 { sum } else { sum / f64::from(n) };
+            counts[idx] += 1;
+            if let Some((k, value)) = *older
+                && k == idx + 2
+            {
+                sums[idx + 1] += value;
+                counts[idx + 1] += 1;
             }
-            if s.at_ms < last {
-                return None;
+            *older = Some((idx, newest));
+        };
+    for s in window {
+        if s.at_ms >= past {
+            if n > 0 {
+                close(idx, sum, n, newest, &mut older);
             }
-            last = s.at_ms;
-            sum += s.value;
-            n += 1;
-            newest = s.value;
-            rest = tail;
+            idx = ((spec.now - s.at_ms) / period) as usize;
+            past = spec.now - idx as i64 * period + 1;
+            (sum, n) = (0.0, 0);
         }
-        close_bucket(scratch, &mut present, idx, sum, n, (last, newest));
+        sum += s.value;
+        n += 1;
+        newest = s.value;
     }
-    // Samples after `now` are outside the window, but must be in order too.
-    for s in rest {
-        if s.at_ms < last {
-            return None;
-        }
-        last = s.at_ms;
+    if n > 0 {
+        close(idx, sum, n, newest, &mut older);
     }
-    Some(present)
-}
-
-fn close_bucket(
-    scratch: &mut WindowScratch,
-    present: &mut u64,
-    idx: usize,
-    sum: f64,
-    n: u32,
-    newest: (UnixMillis, f64),
-) {
-    scratch.sums[idx] = if n == 1 { sum } else { sum / f64::from(n) };
-    scratch.newest[idx] = newest;
-    *present |= 1 << idx;
-}
-
-/// The buckets gap fill adds to an instance present in `present`: absent, with the older
-/// neighbour present and the newer one present (or none, for bucket 0).
-fn fill_mask(present: u64, periods: usize) -> u64 {
-    if periods < 2 {
-        return 0;
+    if let Some((1, value)) = older {
+        // No sample in the newest bucket: it takes bucket 1's newest value.
+        sums[0] += value;
+        counts[0] += 1;
     }
-    let fillable = (1u64 << (periods - 1)) - 1;
-    !present & (present >> 1) & ((present << 1) | 1) & fillable
+    true
 }
 
 /// Summarises the window of a group: every instance's samples, bucketed, gap-filled and
@@ -371,26 +342,8 @@ fn summarize_by<'a>(
 ) -> Window {
     let p = spec.periods;
     scratch.reset_group(p);
-    scratch.reset_instance(p);
     for samples in instances {
-        let walked = single_walk
-            .then(|| bucket_sorted(spec, samples, scratch))
-            .flatten();
-        if let Some(present) = walked {
-            let mut bits = present;
-            while bits != 0 {
-                let idx = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                scratch.group_sum[idx] += scratch.sums[idx];
-                scratch.group_n[idx] += 1;
-            }
-            let mut fills = fill_mask(present, p);
-            while fills != 0 {
-                let idx = fills.trailing_zeros() as usize;
-                fills &= fills - 1;
-                scratch.group_sum[idx] += scratch.newest[idx + 1].1;
-                scratch.group_n[idx] += 1;
-            }
+        if single_walk && add_sorted(spec, samples, scratch) {
             continue;
         }
         if !bucket_instance(spec, samples, scratch, |_| {}) {
