@@ -36,17 +36,19 @@ pub struct InstanceSamples {
 }
 
 /// A read-only run of samples, oldest first, that shares its memory with the series it was
-/// read from: a store's snapshot holds a reference to each series, not a copy (the store copies
-/// a series only if it writes to it while a snapshot still holds it). Reads as a slice.
+/// read from: a store's snapshot holds a reference to each series, not a copy (a store never
+/// changes a series in place: a new sample makes a new one, see [`appended`]). Reads as a
+/// slice. The samples sit in the same allocation as the reference counts, so reading them
+/// follows one pointer.
 #[derive(Clone, Debug, Default)]
 pub struct SharedSamples {
-    series: Arc<Vec<MetricSample>>,
+    series: Arc<[MetricSample]>,
     from: usize,
 }
 
 impl SharedSamples {
     /// The samples of `series` from index `from` on (none past its end).
-    pub fn tail(series: Arc<Vec<MetricSample>>, from: usize) -> Self {
+    pub fn tail(series: Arc<[MetricSample]>, from: usize) -> Self {
         let from = from.min(series.len());
         Self { series, from }
     }
@@ -76,7 +78,7 @@ impl<'a> IntoIterator for &'a SharedSamples {
 
 impl From<Vec<MetricSample>> for SharedSamples {
     fn from(samples: Vec<MetricSample>) -> Self {
-        Self::tail(Arc::new(samples), 0)
+        Self::tail(samples.into(), 0)
     }
 }
 
@@ -407,12 +409,19 @@ pub fn bucket_contents(
     (buckets, fills)
 }
 
-/// Drops samples older than `oldest_ms` from a series kept oldest first.
-pub fn trim_series(samples: &mut Vec<MetricSample>, oldest_ms: UnixMillis) {
-    let keep_from = samples.partition_point(|s| s.at_ms < oldest_ms);
-    if keep_from > 0 {
-        samples.drain(..keep_from);
-    }
+/// A series kept oldest first with `sample` appended and the samples older than `oldest_ms`
+/// dropped: one allocation of exactly the samples kept, the counts and samples together.
+pub fn appended(
+    series: &[MetricSample],
+    oldest_ms: UnixMillis,
+    sample: MetricSample,
+) -> Arc<[MetricSample]> {
+    let keep_from = series.partition_point(|s| s.at_ms < oldest_ms);
+    let kept = series.get(keep_from..).unwrap_or_default();
+    kept.iter()
+        .copied()
+        .chain(std::iter::once(sample))
+        .collect()
 }
 
 #[cfg(test)]
@@ -667,16 +676,19 @@ mod tests {
     }
 
     #[test]
-    fn trimming_keeps_only_recent_samples() {
-        let mut s = series("A", &[(300.0, 1.0), (200.0, 2.0), (100.0, 3.0)])
-            .samples
-            .to_vec();
-        trim_series(&mut s, NOW - 250_000);
+    fn appending_keeps_only_recent_samples() {
+        let s = series("A", &[(300.0, 1.0), (200.0, 2.0), (100.0, 3.0)]).samples;
+        let sample = |at_ms, value| MetricSample { at_ms, value };
+        let kept = appended(&s, NOW - 250_000, sample(NOW, 4.0));
         assert_eq!(
-            s.iter().map(|x| x.value).collect::<Vec<_>>(),
-            vec![2.0, 3.0]
+            kept.iter().map(|x| x.value).collect::<Vec<_>>(),
+            vec![2.0, 3.0, 4.0]
         );
-        trim_series(&mut s, NOW);
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 3, "the series appended to is left as it was");
+        let only_new = appended(&kept, NOW + 1, sample(NOW + 1, 5.0));
+        assert_eq!(
+            only_new.iter().map(|x| x.value).collect::<Vec<_>>(),
+            vec![5.0]
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::audit::{AuditEvent, GroupAuditLog, InstanceAudit, InstanceAuditKind};
 use crate::clock::UnixMillis;
 use crate::instance::{InstanceFlags, InstanceRecord, InstanceState, ReconfigureRequest};
 use crate::leader::FencingToken;
-use crate::metrics::{InstanceSamples, MetricSample, SharedSamples, trim_series};
+use crate::metrics::{InstanceSamples, MetricSample, SharedSamples, appended};
 use crate::store::{
     CheckIn, CheckInKind, Commands, Expect, FlagUpdate, GroupRecord, GroupRuntime, GroupSnapshot,
     Retention, StoreError,
@@ -141,12 +141,12 @@ impl StoredFlags {
 
 /// One instance's metric samples, with the retention its last check-in asked for (used only to
 /// drop series nobody can ask for any more). The samples are shared with the snapshots that
-/// read them and copied on write only while one still does.
+/// read them; a new sample replaces them with a new allocation (see [`appended`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Series {
     pub(super) retention_ms: i64,
-    pub(super) samples: Arc<Vec<MetricSample>>,
+    pub(super) samples: Arc<[MetricSample]>,
 }
 
 /// One instance's audit as the working set holds it: the latest time of each event kind and,
@@ -801,14 +801,11 @@ impl WorkingSet {
                             id,
                             || Arc::clone(&name),
                             |series| {
-                                let samples = Arc::make_mut(&mut series.samples);
-                                trim_series(samples, at - retention_ms);
-                                if samples.len() == samples.capacity() {
-                                    // A series settles at its window's sample count: grow by a
-                                    // quarter, not twice over (most of a series' memory).
-                                    samples.reserve_exact(samples.len() / 4 + 4);
-                                }
-                                samples.push(MetricSample { at_ms: at, value });
+                                series.samples = appended(
+                                    &series.samples,
+                                    at - retention_ms,
+                                    MetricSample { at_ms: at, value },
+                                );
                                 series.retention_ms = retention_ms;
                             },
                         )
@@ -1394,6 +1391,25 @@ mod tests {
         assert!(!set.states["g"].contains_key("i-0"), "i-0 expired");
         assert!(!set.samples["g"].contains_key("i-0"), "its series too");
         assert_eq!(set.states["g"].len(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_samples_it_read_while_check_ins_append() {
+        let mut set = WorkingSet::default();
+        let retention = Retention::default();
+        set.put_group(&GroupRecord::new(group("g", 1)), Expect::Absent, None)
+            .expect("group");
+        for k in 0..3 {
+            set.check_in(&jvb_report("i-1", T0 + k * 1000), T0 + k * 1000, &retention);
+        }
+        let before = set.snapshot("g", 0, T0 + 2000).expect("snapshot");
+        set.check_in(&jvb_report("i-1", T0 + 3000), T0 + 3000, &retention);
+        let after = set.snapshot("g", 0, T0 + 3000).expect("snapshot");
+        let times = |s: &GroupSnapshot| -> Vec<UnixMillis> {
+            s.samples[0].samples.iter().map(|x| x.at_ms).collect()
+        };
+        assert_eq!(times(&before), [T0, T0 + 1000, T0 + 2000]);
+        assert_eq!(times(&after), [T0, T0 + 1000, T0 + 2000, T0 + 3000]);
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Series, DecodeError> {
             found: bytes.len(),
         });
     }
-    let samples = rest
+    let samples: Arc<[MetricSample]> = rest
         .chunks_exact(SAMPLE)
         .filter_map(|chunk| {
             let (at, value) = chunk.split_first_chunk::<8>()?;
@@ -84,7 +84,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Series, DecodeError> {
         .collect();
     Ok(Series {
         retention_ms: i64::from_le_bytes(*retention),
-        samples: Arc::new(samples),
+        samples,
     })
 }
 
@@ -95,14 +95,12 @@ mod tests {
     fn series(n: usize) -> Series {
         Series {
             retention_ms: 660_000,
-            samples: Arc::new(
-                (0..n)
-                    .map(|i| MetricSample {
-                        at_ms: 1_795_346_890_000 + i as i64 * 30_000,
-                        value: i as f64 / 7.0,
-                    })
-                    .collect(),
-            ),
+            samples: (0..n)
+                .map(|i| MetricSample {
+                    at_ms: 1_795_346_890_000 + i as i64 * 30_000,
+                    value: i as f64 / 7.0,
+                })
+                .collect(),
         }
     }
 
@@ -116,7 +114,7 @@ mod tests {
         }
         let odd = Series {
             retention_ms: -1,
-            samples: Arc::new(vec![MetricSample {
+            samples: Arc::new([MetricSample {
                 at_ms: i64::MIN,
                 value: f64::MAX,
             }]),
