@@ -107,29 +107,114 @@ impl<'a> Inventory<'a> {
     /// Cloud instances that are running or provisioning but have no live state (shutting-down
     /// states count as tracked).
     pub fn untracked<'c>(&self, cloud: &'c [CloudInstance]) -> Vec<&'c CloudInstance> {
-        if cloud.is_empty() {
-            return Vec::new();
+        let mut tracked = TrackedIds::of(self);
+        cloud
+            .iter()
+            .filter(|c| c.is_running() && !tracked.contains(&c.instance_id))
+            .collect()
+    }
+
+    /// How many cloud instances [`Inventory::untracked`] would list.
+    pub fn untracked_count(&self, cloud: &[CloudInstance]) -> u32 {
+        let mut tracked = TrackedIds::of(self);
+        cloud
+            .iter()
+            .filter(|c| c.is_running() && !tracked.contains(&c.instance_id))
+            .count() as u32
+    }
+
+    /// The live instance at `i` of [`Inventory::live`]'s order.
+    fn live_id(&self, i: usize) -> &'a str {
+        let record = match i.checked_sub(self.active.len()) {
+            None => self.active[i],
+            Some(j) => self.shutting_down[j],
+        };
+        &record.state.instance_id
+    }
+}
+
+/// Groups with at most this many live instances look ids up by a scan that starts after the
+/// last match: a cloud usually lists a group's instances in launch order, the order the store
+/// keeps them in, so each lookup is one compare. Larger groups sort hashes of their ids.
+const SCAN_MAX: usize = 32;
+
+/// The live instance ids of an inventory, ready to be looked up.
+enum TrackedIds<'i, 'a> {
+    /// Scanned in order from `next` on, wrapping around.
+    Scan {
+        inventory: &'i Inventory<'a>,
+        len: usize,
+        next: usize,
+    },
+    /// Id hashes, sorted, each with its id.
+    Hashed(Vec<(u64, &'a str)>),
+}
+
+impl<'i, 'a> TrackedIds<'i, 'a> {
+    fn of(inventory: &'i Inventory<'a>) -> Self {
+        let len = inventory.active.len() + inventory.shutting_down.len();
+        if len <= SCAN_MAX {
+            return Self::Scan {
+                inventory,
+                len,
+                next: 0,
+            };
         }
-        // Sorted id hashes and a binary search, each candidate confirmed by the id itself:
-        // ids share long prefixes, so comparing strings directly costs a long compare each.
-        let mut tracked: Vec<(u64, &str)> = self
+        // Each candidate is confirmed by the id itself: ids share long prefixes, so comparing
+        // strings directly costs a long compare each.
+        let mut hashed: Vec<(u64, &str)> = inventory
             .live()
             .map(|r| (id_hash(&r.state.instance_id), r.state.instance_id.as_str()))
             .collect();
-        tracked.sort_unstable_by_key(|(h, _)| *h);
-        let is_tracked = |id: &str| {
-            let h = id_hash(id);
-            let from = tracked.partition_point(|(t, _)| *t < h);
-            tracked[from..]
-                .iter()
-                .take_while(|(t, _)| *t == h)
-                .any(|(_, t)| *t == id)
-        };
-        cloud
-            .iter()
-            .filter(|c| c.is_running() && !is_tracked(&c.instance_id))
-            .collect()
+        hashed.sort_unstable_by_key(|(h, _)| *h);
+        Self::Hashed(hashed)
     }
+
+    fn contains(&mut self, id: &str) -> bool {
+        match self {
+            Self::Scan {
+                inventory,
+                len,
+                next,
+            } => {
+                let mut i = *next;
+                for _ in 0..*len {
+                    if i >= *len {
+                        i = 0;
+                    }
+                    if same_id(inventory.live_id(i), id) {
+                        *next = i + 1;
+                        return true;
+                    }
+                    i += 1;
+                }
+                false
+            }
+            Self::Hashed(hashed) => {
+                let h = id_hash(id);
+                let from = hashed.partition_point(|(t, _)| *t < h);
+                hashed[from..]
+                    .iter()
+                    .take_while(|(t, _)| *t == h)
+                    .any(|(_, t)| *t == id)
+            }
+        }
+    }
+}
+
+/// Two ids are the same: lengths and last eight bytes first (ids of one cloud differ at the
+/// end), then the whole ids.
+fn same_id(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if let (Some(x), Some(y)) = (a.last_chunk::<8>(), b.last_chunk::<8>())
+        && x != y
+    {
+        return false;
+    }
+    a == b
 }
 
 /// A fast, non-cryptographic hash of an instance id. Ids of one cloud share long prefixes and
@@ -264,6 +349,69 @@ mod tests {
             .map(|c| c.instance_id.as_str())
             .collect();
         assert_eq!(untracked, vec![b.as_str()]);
+    }
+
+    #[test]
+    fn the_scan_and_the_hashes_find_the_same_untracked_instances() {
+        // Live groups of 0 to 70 (both lookups), cloud lists in launch order, reversed or
+        // shuffled, with foreign ids sharing tails or prefixes and instances not running.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for round in 0..300 {
+            let live = next(71) as usize;
+            let records: Vec<InstanceRecord> = (0..live)
+                .map(|i| {
+                    let mut r = reported(&format!("ocid1.instance.oc1.phx.{i:04}"), 1);
+                    if next(4) == 0 {
+                        Arc::make_mut(&mut r.state).is_shutting_down = true;
+                    }
+                    r
+                })
+                .collect();
+            let inv = Inventory::build(&records, NOW, &Timings::default());
+            let mut list: Vec<CloudInstance> = records
+                .iter()
+                .filter(|_| next(5) > 0)
+                .map(|r| cloud(&r.state.instance_id, "RUNNING"))
+                .collect();
+            for k in 0..next(6) {
+                let id = match k % 3 {
+                    0 => format!("ocid1.instance.oc1.iad.{:04}", next(80)),
+                    1 => format!("ocid1.instance.oc1.phx.{:04}", 100 + next(80)),
+                    _ => format!("x{}", next(80)),
+                };
+                let status = ["RUNNING", "provisioning", "STOPPED"][next(3) as usize];
+                list.insert(next(list.len() as u64 + 1) as usize, cloud(&id, status));
+            }
+            match round % 3 {
+                0 => {}
+                1 => list.reverse(),
+                _ => {
+                    for i in (1..list.len()).rev() {
+                        list.swap(i, next(i as u64 + 1) as usize);
+                    }
+                }
+            }
+            let expected: Vec<&str> = list
+                .iter()
+                .filter(|c| {
+                    c.is_running() && !inv.live().any(|r| r.state.instance_id == c.instance_id)
+                })
+                .map(|c| c.instance_id.as_str())
+                .collect();
+            let found: Vec<&str> = inv
+                .untracked(&list)
+                .iter()
+                .map(|c| c.instance_id.as_str())
+                .collect();
+            assert_eq!(found, expected, "round {round}: {live} live");
+            assert_eq!(inv.untracked_count(&list) as usize, expected.len());
+        }
     }
 
     #[test]

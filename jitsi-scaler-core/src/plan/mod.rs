@@ -232,9 +232,7 @@ pub fn decide_group<'a>(
         desired_changed = true;
     }
 
-    let untracked = input
-        .cloud
-        .map_or(0, |c| inventory.untracked(c).len() as u32);
+    let untracked = input.cloud.map_or(0, |c| inventory.untracked_count(c));
     let o = &group.scaling_options;
     let launch = group.enable_launch.then(|| {
         plan_launch(&LaunchInput {
