@@ -107,20 +107,28 @@ impl<'a> Inventory<'a> {
     /// Cloud instances that are running or provisioning but have no live state (shutting-down
     /// states count as tracked).
     pub fn untracked<'c>(&self, cloud: &'c [CloudInstance]) -> Vec<&'c CloudInstance> {
-        let mut tracked = TrackedIds::of(self);
-        cloud
-            .iter()
-            .filter(|c| c.is_running() && !tracked.contains(&c.instance_id))
-            .collect()
+        self.untracked_in(cloud).collect()
     }
 
     /// How many cloud instances [`Inventory::untracked`] would list.
     pub fn untracked_count(&self, cloud: &[CloudInstance]) -> u32 {
-        let mut tracked = TrackedIds::of(self);
+        self.untracked_in(cloud).count() as u32
+    }
+
+    /// The untracked cloud instances, in the cloud's order (the live ids are made ready for
+    /// lookups only when there is something to look up).
+    fn untracked_in<'c>(
+        &self,
+        cloud: &'c [CloudInstance],
+    ) -> impl Iterator<Item = &'c CloudInstance> {
+        let mut tracked = if cloud.is_empty() {
+            TrackedIds::none(self)
+        } else {
+            TrackedIds::of(self)
+        };
         cloud
             .iter()
-            .filter(|c| c.is_running() && !tracked.contains(&c.instance_id))
-            .count() as u32
+            .filter(move |c| c.is_running() && !tracked.contains(&c.instance_id))
     }
 
     /// The live instance at `i` of [`Inventory::live`]'s order.
@@ -151,6 +159,15 @@ enum TrackedIds<'i, 'a> {
 }
 
 impl<'i, 'a> TrackedIds<'i, 'a> {
+    /// Ids that are never looked up (an empty cloud list).
+    fn none(inventory: &'i Inventory<'a>) -> Self {
+        Self::Scan {
+            inventory,
+            len: 0,
+            next: 0,
+        }
+    }
+
     fn of(inventory: &'i Inventory<'a>) -> Self {
         let len = inventory.active.len() + inventory.shutting_down.len();
         if len <= SCAN_MAX {
