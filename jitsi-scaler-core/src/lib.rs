@@ -26,3 +26,5 @@ pub mod report;
 pub mod schedule;
 pub mod sidecar;
 pub mod store;
+#[cfg(test)]
+mod test_rng;

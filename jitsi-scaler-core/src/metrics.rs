@@ -630,13 +630,7 @@ mod tests {
     fn the_single_walk_agrees_with_the_general_path() {
         // Deterministic series with duplicates, gaps, future and expired samples, and (one in
         // five) out of order, over windows of 1 to 64 buckets.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = crate::test_rng::below(0x9e37_79b9_7f4a_7c15);
         for round in 0..400 {
             let periods = 1 + next(64) as usize;
             let s = WindowSpec {

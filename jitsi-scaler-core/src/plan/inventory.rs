@@ -372,13 +372,7 @@ mod tests {
     fn the_scan_and_the_hashes_find_the_same_untracked_instances() {
         // Live groups of 0 to 70 (both lookups), cloud lists in launch order, reversed or
         // shuffled, with foreign ids sharing tails or prefixes and instances not running.
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = crate::test_rng::below(0x2545_f491_4f6c_dd1d);
         for round in 0..300 {
             let live = next(71) as usize;
             let records: Vec<InstanceRecord> = (0..live)
