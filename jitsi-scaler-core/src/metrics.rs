@@ -265,11 +265,11 @@ fn bucket_instance(
     true
 }
 
-/// Adds one series kept oldest first to the group's sums in one walk, without per-instance space or
-/// a division per sample: each bucket the instance has samples in adds its mean, and each
-/// single-bucket hole between two of them (or a missing newest bucket) adds the newest value of
-/// the older neighbour. Returns false, having added nothing, when the series is out of order
-/// (the general path then runs).
+/// Adds one series kept oldest first to the group's sums in one walk, without per-instance
+/// scratch or a division per sample: each bucket the instance has samples in adds its mean,
+/// and each single-bucket hole between two of them (or a missing newest bucket) adds the newest
+/// value of the older neighbour. Returns false, having added nothing, when the series is out
+/// of order (the general path then runs).
 fn add_sorted(spec: &WindowSpec, samples: &[MetricSample], scratch: &mut WindowScratch) -> bool {
     let period = spec.period_ms;
     if period <= 0 || spec.retention_ms < 0 || !samples.is_sorted_by_key(|s| s.at_ms) {
@@ -279,7 +279,11 @@ fn add_sorted(spec: &WindowSpec, samples: &[MetricSample], scratch: &mut WindowS
     // In the window: 0 <= age <= min(span - 1, retention).
     let oldest = spec.now.saturating_sub((span - 1).min(spec.retention_ms));
     let from = samples.partition_point(|s| s.at_ms < oldest);
-    let to = samples.partition_point(|s| s.at_ms <= spec.now);
+    // Samples are timed by the server as they arrive, so the newest is rarely after `now`.
+    let to = match samples.last() {
+        Some(newest) if newest.at_ms > spec.now => samples.partition_point(|s| s.at_ms <= spec.now),
+        _ => samples.len(),
+    };
     let window = samples.get(from..to).unwrap_or_default();
     let sums = &mut scratch.group_sum;
     let counts = &mut scratch.group_n;
