@@ -292,6 +292,8 @@ fn add_sorted(spec: &WindowSpec, samples: &[MetricSample], scratch: &mut WindowS
     // The bucket being walked: its index, the first time past it, and its samples so far.
     let (mut idx, mut past) = (usize::MAX, UnixMillis::MIN);
     let (mut sum, mut n, mut newest) = (0.0, 0u32, 0.0);
+    // `older` is passed in rather than captured: captured, the closure is not inlined and the
+    // pass costs 9 % more instructions (callgrind).
     let mut close =
         |idx: usize, sum: f64, n: u32, newest: f64, older: &mut Option<(usize, f64)>| {
             sums[idx] += if n == 1 { sum } else { sum / f64::from(n) };
