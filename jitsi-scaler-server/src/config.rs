@@ -142,6 +142,17 @@ pub struct ServeArgs {
         help_heading = "State"
     )]
     pub store_cache_mib: usize,
+    /// How much lower than the server's the embedded store writer's scheduling priority is (its
+    /// nice value above the server's, on Linux): on a busy core, check-ins come first and the
+    /// writer commits what is left in larger batches. 0 runs it like the rest.
+    #[arg(
+        long,
+        env = "JITSI_SCALER_STORE_WRITER_NICE",
+        default_value_t = EmbeddedOptions::DEFAULT_WRITER_NICE,
+        value_parser = clap::value_parser!(u8).range(0..=39),
+        help_heading = "State"
+    )]
+    pub store_writer_nice: u8,
     /// Redis URL (redis:// or rediss://).
     #[arg(long, env = "REDIS_URL", help_heading = "State")]
     pub redis_url: Option<String>,
@@ -491,6 +502,7 @@ impl ServeArgs {
     pub fn embedded_options(&self) -> EmbeddedOptions {
         EmbeddedOptions {
             page_cache_bytes: self.store_cache_mib.saturating_mul(1 << 20),
+            writer_nice: self.store_writer_nice,
             ..EmbeddedOptions::default()
         }
     }
@@ -644,6 +656,16 @@ mod tests {
                 .embedded_options()
                 .page_cache_bytes,
             64 << 20
+        );
+        assert_eq!(
+            s.embedded_options().writer_nice,
+            EmbeddedOptions::DEFAULT_WRITER_NICE
+        );
+        assert_eq!(
+            serve(&["--store-writer-nice", "0"])
+                .embedded_options()
+                .writer_nice,
+            0
         );
         let o = s.scaler_options().expect("options");
         assert_eq!(o.reconcile_interval, Duration::from_secs(5));

@@ -43,11 +43,18 @@ pub struct EmbeddedOptions {
     /// saves a commit re-reading (from the OS's cache) the B-tree pages it rewrites: a larger
     /// one trades resident memory for the writer's CPU.
     pub page_cache_bytes: usize,
+    /// How much lower than the rest of the process the writer thread's scheduling priority is:
+    /// its nice value above the process's (Linux; ignored elsewhere; at most 19 in all). On a
+    /// busy core the requests come first and the writer takes what is left, committing more
+    /// changes at once; 0 runs it like every other thread.
+    pub writer_nice: u8,
 }
 
 impl EmbeddedOptions {
     /// The page cache by default: 16 MiB.
     pub const DEFAULT_PAGE_CACHE_BYTES: usize = 16 << 20;
+    /// The writer's nice value above the process's by default.
+    pub const DEFAULT_WRITER_NICE: u8 = 10;
 }
 
 impl Default for EmbeddedOptions {
@@ -58,6 +65,7 @@ impl Default for EmbeddedOptions {
             sweep_interval: Duration::from_secs(60),
             retention: Retention::default(),
             page_cache_bytes: Self::DEFAULT_PAGE_CACHE_BYTES,
+            writer_nice: Self::DEFAULT_WRITER_NICE,
         }
     }
 }

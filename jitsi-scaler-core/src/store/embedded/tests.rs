@@ -875,3 +875,71 @@ async fn check_in_throughput() {
     );
     assert_eq!(store.instances("g").await.expect("instances").len(), 1000);
 }
+
+/// The nice value in a `/proc/.../stat` text (its 19th field; the command name, in
+/// parentheses, may hold spaces).
+#[cfg(target_os = "linux")]
+fn nice_in(stat: &str) -> i32 {
+    let (_, fields) = stat.rsplit_once(')').expect("stat names the command");
+    fields
+        .split_whitespace()
+        .nth(16)
+        .and_then(|n| n.parse().ok())
+        .expect("nice value")
+}
+
+#[cfg(target_os = "linux")]
+fn own_nice() -> i32 {
+    nice_in(&std::fs::read_to_string("/proc/thread-self/stat").expect("own stat"))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn lowering_the_priority_raises_the_threads_nice_value_up_to_19() {
+    std::thread::spawn(|| {
+        let before = own_nice();
+        super::writer::lower_priority(0);
+        assert_eq!(own_nice(), before, "0 leaves the priority alone");
+        super::writer::lower_priority(3);
+        assert_eq!(own_nice(), (before + 3).min(19));
+        super::writer::lower_priority(40);
+        assert_eq!(own_nice(), 19, "capped at the lowest priority");
+    })
+    .join()
+    .expect("the thread's checks");
+    // Only that thread was lowered.
+    assert!(own_nice() < 19);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_writer_thread_runs_at_the_configured_lower_priority() {
+    let base = own_nice();
+    let nice = 13;
+    assert!(
+        base + i32::from(EmbeddedOptions::DEFAULT_WRITER_NICE) < 19,
+        "this process runs at nice {base}: the writers' priorities cannot be told apart"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = EmbeddedOptions {
+        writer_nice: nice,
+        ..manual_commits()
+    };
+    let store = EmbeddedStore::open_with(dir.path(), clock(), options).expect("open");
+    // The writer answers a flush from its loop, which starts after the priority is set.
+    store.flush().await.expect("flush");
+    // Writers of stores other tests open meanwhile run at the default.
+    let writers: Vec<i32> = std::fs::read_dir("/proc/self/task")
+        .expect("threads")
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            (name.trim() == "jitsi-scaler-st").then(|| nice_in(&stat))
+        })
+        .collect();
+    assert!(
+        writers.contains(&(base + i32::from(nice)).min(19)),
+        "a writer at nice {base} + {nice}: {writers:?}"
+    );
+}

@@ -30,6 +30,7 @@ pub(super) enum Message {
 
 /// Runs until told to stop or until the store is gone.
 pub(super) fn run(db: Database, messages: Receiver<Message>, shared: Arc<Shared>) {
+    lower_priority(shared.options.writer_nice);
     let interval = shared.options.commit_interval;
     let mut next_commit = Instant::now() + interval;
     let mut next_sweep = Instant::now() + shared.options.sweep_interval;
@@ -70,6 +71,25 @@ pub(super) fn run(db: Database, messages: Receiver<Message>, shared: Arc<Shared>
                 tracing::error!(error = %e, "closing the embedded store file failed");
             }
             return;
+        }
+    }
+}
+
+/// Raises the calling thread's nice value by `by` (capped at 19), so the scheduler favours the
+/// process's other threads. On Linux a thread's nice value is its own; elsewhere this does
+/// nothing. A failure is logged, and the thread keeps its priority.
+pub(super) fn lower_priority(by: u8) {
+    if by == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let thread = Some(rustix::thread::gettid());
+        let lowered = getpriority_process(thread)
+            .and_then(|now| setpriority_process(thread, (now + i32::from(by)).min(19)));
+        if let Err(e) = lowered {
+            tracing::warn!(error = %e, "the store writer could not lower its priority");
         }
     }
 }
