@@ -254,16 +254,24 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| corrupt("encode", e))
 }
 
-fn encode_entry(entry: &Entry) -> Result<Vec<u8>, StoreError> {
+/// Replaces `bytes` with the record's stored form.
+fn encode_entry(entry: &Entry, bytes: &mut Vec<u8>) -> Result<(), StoreError> {
+    fn json<T: Serialize>(value: &T, bytes: &mut Vec<u8>) -> Result<(), StoreError> {
+        serde_json::to_writer(bytes, value).map_err(|e| corrupt("encode", e))
+    }
+    bytes.clear();
     match entry {
-        Entry::NewestToken(t) => encode(t),
-        Entry::Group(g) => encode(g),
-        Entry::Runtime(r) => encode(r),
-        Entry::Flags(f) => encode(f),
-        Entry::State(s) => encode(s),
-        Entry::Samples(s) => Ok(series_codec::encode(s)),
-        Entry::GroupAudit(a) => encode(a),
-        Entry::InstanceAudit(a) => encode(a),
+        Entry::NewestToken(t) => json(t, bytes),
+        Entry::Group(g) => json(g, bytes),
+        Entry::Runtime(r) => json(r, bytes),
+        Entry::Flags(f) => json(f, bytes),
+        Entry::State(s) => json(s, bytes),
+        Entry::Samples(s) => {
+            series_codec::encode_into(s, bytes);
+            Ok(())
+        }
+        Entry::GroupAudit(a) => json(a, bytes),
+        Entry::InstanceAudit(a) => json(a, bytes),
     }
 }
 
@@ -301,12 +309,10 @@ fn put_pair(
     }
 }
 
-/// Writes a batch of changes in one durable transaction (one fsync).
+/// Writes a batch of changes in one durable transaction (one fsync). Each record is encoded
+/// into one reused buffer as it is written, so a large batch holds no second copy of itself.
 pub(super) fn write(db: &Database, changes: &[Change]) -> Result<(), StoreError> {
-    let encoded = changes
-        .iter()
-        .map(|c| c.entry.as_ref().map(encode_entry).transpose())
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut buffer = Vec::new();
     let txn = db
         .begin_write()
         .map_err(|e| unavailable("write transaction", e))?;
@@ -322,8 +328,14 @@ pub(super) fn write(db: &Database, changes: &[Change]) -> Result<(), StoreError>
             group_audit: txn.open_table(GROUP_AUDIT).map_err(open)?,
             instance_audit: txn.open_table(INSTANCE_AUDIT).map_err(open)?,
         };
-        for (change, bytes) in changes.iter().zip(&encoded) {
-            let bytes = bytes.as_deref();
+        for change in changes {
+            let bytes = match &change.entry {
+                Some(entry) => {
+                    encode_entry(entry, &mut buffer)?;
+                    Some(buffer.as_slice())
+                }
+                None => None,
+            };
             match &change.key {
                 Key::NewestToken => put(&mut t.meta, NEWEST_TOKEN_KEY, bytes),
                 Key::Group(g) => put(&mut t.groups, g, bytes),

@@ -19,8 +19,16 @@ const HEADER: usize = 1 + 8 + 4;
 const SAMPLE: usize = 16;
 
 /// The binary form of a series.
+#[cfg(test)]
 pub(super) fn encode(series: &Series) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER + SAMPLE * series.samples.len());
+    let mut bytes = Vec::new();
+    encode_into(series, &mut bytes);
+    bytes
+}
+
+/// Appends the binary form of a series to `bytes`.
+pub(super) fn encode_into(series: &Series, bytes: &mut Vec<u8>) {
+    bytes.reserve(HEADER + SAMPLE * series.samples.len());
     bytes.push(BINARY);
     bytes.extend_from_slice(&series.retention_ms.to_le_bytes());
     // A series holds one window of samples: far fewer than u32::MAX.
@@ -30,7 +38,6 @@ pub(super) fn encode(series: &Series) -> Vec<u8> {
         bytes.extend_from_slice(&s.at_ms.to_le_bytes());
         bytes.extend_from_slice(&s.value.to_le_bytes());
     }
-    bytes
 }
 
 /// Why a series could not be read.
