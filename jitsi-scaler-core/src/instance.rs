@@ -493,7 +493,7 @@ pub struct CloudInstance {
     /// Display name in the cloud.
     pub display_name: String,
     /// The cloud's own status string (`RUNNING`, `Running`, `PROVISIONING`, …).
-    pub cloud_status: String,
+    pub cloud_status: CloudStatus,
     /// Creation time, when the cloud tells.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at_ms: Option<UnixMillis>,
@@ -502,15 +502,106 @@ pub struct CloudInstance {
 impl CloudInstance {
     /// Running or provisioning (case-insensitive), as the cloud guard and untracked count read it.
     pub fn is_running(&self) -> bool {
-        let status = self.cloud_status.as_str();
-        status == "RUNNING"
-            || status.eq_ignore_ascii_case("running")
-            || self.cloud_status.eq_ignore_ascii_case("provisioning")
+        self.cloud_status.is_running()
     }
 
     /// Terminated (case-insensitive).
     pub fn is_terminated(&self) -> bool {
         self.cloud_status.eq_ignore_ascii_case("terminated")
+    }
+}
+
+/// A cloud's own status string, kept as the cloud wrote it, with whether it means running or
+/// provisioning decided once when it is made: a decision pass asks that of every cloud instance
+/// of every group, and the answer sits beside the text instead of behind it. Reads as a `str`;
+/// made from a `String` or `&str` with `.into()`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub struct CloudStatus {
+    text: Box<str>,
+    running: bool,
+}
+
+impl CloudStatus {
+    /// A status as the cloud wrote it.
+    pub fn new(text: impl Into<Box<str>>) -> Self {
+        let text = text.into();
+        let running = &*text == "RUNNING"
+            || text.eq_ignore_ascii_case("running")
+            || text.eq_ignore_ascii_case("provisioning");
+        Self { text, running }
+    }
+
+    /// `RUNNING` or `PROVISIONING`, in any case.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// The text as the cloud wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Default for CloudStatus {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+impl std::ops::Deref for CloudStatus {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for CloudStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.text, f)
+    }
+}
+
+impl fmt::Display for CloudStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl From<String> for CloudStatus {
+    fn from(text: String) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<&str> for CloudStatus {
+    fn from(text: &str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<CloudStatus> for String {
+    fn from(status: CloudStatus) -> Self {
+        status.text.into()
+    }
+}
+
+impl Serialize for CloudStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl PartialEq<str> for CloudStatus {
+    fn eq(&self, other: &str) -> bool {
+        &*self.text == other
+    }
+}
+
+impl PartialEq<&str> for CloudStatus {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.text == *other
     }
 }
 
@@ -914,5 +1005,40 @@ mod tests {
         assert_eq!(m.get_str("n"), None);
         assert_eq!(m.get_str("missing"), None);
         assert_eq!(serde_json::to_string(&m).expect("json"), m.as_json());
+    }
+
+    #[test]
+    fn cloud_statuses_know_running_and_keep_their_text() {
+        for (text, running) in [
+            ("RUNNING", true),
+            ("Running", true),
+            ("running", true),
+            ("PROVISIONING", true),
+            ("Provisioning", true),
+            ("TERMINATED", false),
+            ("Terminating", false),
+            ("active", false),
+            ("", false),
+            ("RUNNING ", false),
+        ] {
+            let status = CloudStatus::from(text);
+            assert_eq!(status.is_running(), running, "{text:?}");
+            assert_eq!(CloudStatus::from(text.to_owned()).is_running(), running);
+            assert_eq!(status, text);
+            assert_eq!(status.as_str(), text);
+            assert_eq!(format!("{status}"), text);
+            assert_eq!(format!("{status:?}"), format!("{text:?}"));
+            let json = serde_json::to_string(&status).expect("json");
+            assert_eq!(json, serde_json::to_string(text).expect("json"));
+            let back: CloudStatus = serde_json::from_str(&json).expect("back");
+            assert_eq!(back, status);
+            assert_eq!(back.is_running(), running);
+        }
+        let listed: CloudInstance = serde_json::from_str(
+            r#"{"instanceId":"i-1","displayName":"d","cloudStatus":"Provisioning"}"#,
+        )
+        .expect("cloud instance");
+        assert!(listed.is_running());
+        assert_eq!(listed.cloud_status, "Provisioning");
     }
 }

@@ -153,10 +153,7 @@ pub fn group_report(
     now: UnixMillis,
 ) -> GroupReport {
     let class = group.class();
-    let cloud: &[CloudInstance] = runtime
-        .cloud
-        .as_ref()
-        .map_or(&[], |c| c.instances.as_slice());
+    let cloud: &[CloudInstance] = runtime.cloud.as_ref().map_or(&[], |c| &*c.instances);
     let cloud_of = |id: &str| cloud.iter().find(|c| c.instance_id == id);
     let live: Vec<&InstanceRecord> = records
         .iter()
@@ -178,7 +175,7 @@ pub fn group_report(
                         .unwrap_or_else(|| "unknown".into()),
                 ),
                 scale_status: scale_status(class, r),
-                cloud_status: c.map_or_else(|| "unknown".into(), |c| c.cloud_status.clone()),
+                cloud_status: c.map_or_else(|| "unknown".into(), |c| c.cloud_status.to_string()),
                 version: Some(
                     s.metadata
                         .get_str("version")
@@ -214,7 +211,7 @@ pub fn group_report(
                 display_name: c.display_name.clone(),
                 instance_name: None,
                 scale_status: "unknown".into(),
-                cloud_status: c.cloud_status.clone(),
+                cloud_status: c.cloud_status.to_string(),
                 version: None,
                 is_shutting_down: false,
                 shutdown_complete: serde_json::Value::Bool(false),
@@ -334,7 +331,8 @@ mod tests {
                     cloud("busy", "RUNNING"),
                     cloud("ghost", "Running"),
                     cloud("old", "TERMINATED"),
-                ],
+                ]
+                .into(),
             }),
             ..GroupRuntime::default()
         };

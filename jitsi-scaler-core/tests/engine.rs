@@ -110,6 +110,44 @@ async fn scale_down_drains_then_terminates_on_confirmation() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_terminated_instance_leaves_the_cached_cloud_list_at_once() {
+    let h = Harness::new();
+    let mut g = jvb_group("jvb", 1, 3, 5);
+    g.termination_policy = Some(jitsi_scaler_core::group::TerminationPolicy::OnConfirm);
+    h.put(g).await;
+    for id in ["a", "b", "c"] {
+        h.cloud.add_untracked(id);
+    }
+    h.load("jvb", &["a", "b", "c"], 0.1, 120, 30).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert!(r.listed, "the first pass lists the cloud");
+    let victim = r.flagged[0].clone();
+    h.confirm("jvb", &victim).await;
+    let r = h.scaler.reconcile_now("jvb").await.unwrap();
+    assert_eq!(r.terminated, vec![victim.clone()]);
+    assert!(!r.listed, "the list is still fresh: it is not read again");
+    let snap = h.store.snapshot("jvb", 0).await.unwrap().unwrap();
+    let mut cached: Vec<&str> = snap
+        .runtime
+        .cloud
+        .as_ref()
+        .unwrap()
+        .instances
+        .iter()
+        .map(|c| c.instance_id.as_str())
+        .collect();
+    cached.sort_unstable();
+    let mut kept = vec!["a", "b", "c"];
+    kept.retain(|id| *id != victim);
+    assert_eq!(
+        cached, kept,
+        "the cached list drops the terminated instance"
+    );
+    let report = h.scaler.group_report("jvb").await.unwrap();
+    assert_eq!(report.un_tracked_count, 0, "no phantom untracked instance");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_sidecar_policy_never_terminates() {
     let h = Harness::new();
     h.put(jvb_group("jvb", 1, 2, 5)).await;

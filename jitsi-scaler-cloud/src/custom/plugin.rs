@@ -275,7 +275,7 @@ impl CloudProvider for PluginProvider {
                         .map(|t| t.as_millisecond()),
                     instance_id: i.instance_id,
                     display_name: i.display_name,
-                    cloud_status: i.cloud_status,
+                    cloud_status: i.cloud_status.into(),
                 }
             }));
             match page.next_page_token.filter(|t| !t.is_empty()) {

@@ -435,7 +435,7 @@ impl CloudProvider for ScriptProvider {
                 created_at_ms: created_at_ms(i.created_at.as_ref()),
                 instance_id: i.instance_id,
                 display_name: i.display_name,
-                cloud_status: i.cloud_status,
+                cloud_status: i.cloud_status.into(),
             })
             .collect())
     }

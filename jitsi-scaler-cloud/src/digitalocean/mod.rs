@@ -408,7 +408,7 @@ impl CloudProvider for DigitalOceanProvider {
             .map(|d| CloudInstance {
                 instance_id: d.id.to_string(),
                 display_name: d.name.clone(),
-                cloud_status: cloud_status(&d.status).to_owned(),
+                cloud_status: cloud_status(&d.status).into(),
                 created_at_ms: created_at_ms(d),
             })
             .collect())

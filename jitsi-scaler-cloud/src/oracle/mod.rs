@@ -513,7 +513,7 @@ impl CloudProvider for OracleProvider {
             .map(|i| CloudInstance {
                 created_at_ms: created_at_ms(&i),
                 display_name: i.display_name.unwrap_or_default(),
-                cloud_status: i.lifecycle_state,
+                cloud_status: i.lifecycle_state.into(),
                 instance_id: i.id,
             })
             .collect())

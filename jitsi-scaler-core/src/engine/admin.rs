@@ -297,7 +297,7 @@ impl Scaler {
             .runtime
             .cloud
             .as_ref()
-            .map_or(&[][..], |c| c.instances.as_slice());
+            .map_or(&[][..], |c| &*c.instances);
         let active = Inventory::build(&snapshot.instances, now, timings)
             .live()
             .filter(|r| r.flags.shutdown_confirmed_ms.is_none())

@@ -171,7 +171,7 @@ pub(crate) async fn reconcile(shared: &Shared, name: &str) -> Result<ReconcileRe
     if guard_on && pass.fresh_cloud().is_none() {
         pass.sanity(group).await;
     }
-    let cloud: Option<Vec<CloudInstance>> = pass.fresh_cloud().map(<[CloudInstance]>::to_vec);
+    let cloud: Option<Arc<[CloudInstance]>> = pass.fresh_cloud();
     let mut scratch = WindowScratch::default();
     let input = GroupInput {
         group,
@@ -300,12 +300,12 @@ impl Pass<'_> {
     }
 
     /// The cached cloud list, if recent enough.
-    fn fresh_cloud(&self) -> Option<&[CloudInstance]> {
+    fn fresh_cloud(&self) -> Option<Arc<[CloudInstance]>> {
         self.runtime
             .cloud
             .as_ref()
             .filter(|c| self.now - c.at_ms <= self.cloud_ttl_ms())
-            .map(|c| c.instances.as_slice())
+            .map(|c| Arc::clone(&c.instances))
     }
 
     fn sanity_due(&self) -> bool {
@@ -854,7 +854,7 @@ impl Pass<'_> {
                 });
                 self.runtime.cloud = Some(CloudSnapshot {
                     at_ms: self.now,
-                    instances,
+                    instances: instances.into(),
                 });
                 self.report.listed = true;
             }
@@ -1010,7 +1010,12 @@ impl Pass<'_> {
                 tracing::info!(group = %group.name, instance = instance_id, reason, "terminated through the provider");
                 // Gone from the cloud: not an untracked instance until the next listing says so.
                 if let Some(cloud) = self.runtime.cloud.as_mut() {
-                    cloud.instances.retain(|c| c.instance_id != instance_id);
+                    cloud.instances = cloud
+                        .instances
+                        .iter()
+                        .filter(|c| c.instance_id != instance_id)
+                        .cloned()
+                        .collect();
                 }
                 self.runtime.terminate_retry_at_ms.insert(
                     instance_id.to_owned(),

@@ -795,7 +795,8 @@ where
                 display_name: "g-abcde".into(),
                 cloud_status: "RUNNING".into(),
                 created_at_ms: Some(T0),
-            }],
+            }]
+            .into(),
         }),
         launch_failures: 1,
         launch_retry_at_ms: Some(T0 + 30_000),

@@ -24,6 +24,7 @@ pub(crate) mod redis;
 mod working_set;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -261,8 +262,8 @@ impl FlagUpdate {
 pub struct CloudSnapshot {
     /// When it was read.
     pub at_ms: UnixMillis,
-    /// Instances (terminated ones dropped).
-    pub instances: Vec<CloudInstance>,
+    /// Instances (terminated ones dropped), shared by every copy of the runtime a pass makes.
+    pub instances: Arc<[CloudInstance]>,
 }
 
 /// A launch decided and persisted before the provider is called, so that a crash cannot

@@ -448,7 +448,7 @@ impl CloudProvider for PodProvider {
                     display_name: annotation(pod, DISPLAY_NAME_ANNOTATION)
                         .map_or_else(|| name.clone(), str::to_owned),
                     instance_id: name,
-                    cloud_status: cloud_status(pod).to_owned(),
+                    cloud_status: cloud_status(pod).into(),
                     created_at_ms: pod
                         .metadata
                         .creation_timestamp

@@ -376,7 +376,7 @@ impl CloudProvider for LocalProvider {
             .map(|(id, child)| CloudInstance {
                 instance_id: id.clone(),
                 display_name: child.display_name.clone(),
-                cloud_status: "RUNNING".to_owned(),
+                cloud_status: "RUNNING".into(),
                 created_at_ms: Some(child.created_at_ms),
             })
             .collect())

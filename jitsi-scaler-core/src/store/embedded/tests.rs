@@ -141,7 +141,7 @@ fn runtime_with_intent() -> GroupRuntime {
     let mut runtime = GroupRuntime {
         cloud: Some(CloudSnapshot {
             at_ms: T0,
-            instances: Vec::new(),
+            instances: Arc::default(),
         }),
         launch_failures: 2,
         launch_retry_at_ms: Some(T0 + 30_000),
