@@ -2,6 +2,7 @@
 //! where they have a meaning here, plus `jitsi_scaler_*`), fed by engine events and the HTTP
 //! layer.
 
+pub mod fields;
 pub mod registry;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +26,7 @@ pub enum LogFormat {
 
 /// Installs the global tracing subscriber: `RUST_LOG` (or the given level) filters. Text lines
 /// are coloured only on a terminal (and not with `NO_COLOR` set): a log file or journal gets
-/// plain text.
+/// plain text, its fields written by [`fields::PlainFields`].
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let registry = tracing_subscriber::registry().with(filter);
@@ -34,11 +35,19 @@ pub fn init_logging(format: LogFormat, level: &str) {
         std::env::var_os("NO_COLOR").as_deref(),
     );
     let result = match format {
+        LogFormat::Text if ansi => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(true),
+            )
+            .try_init(),
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_target(false)
-                    .with_ansi(ansi),
+                    .with_ansi(false)
+                    .fmt_fields(fields::PlainFields),
             )
             .try_init(),
         LogFormat::Json => registry
