@@ -175,7 +175,8 @@ pub fn group_report(
                         .unwrap_or_else(|| "unknown".into()),
                 ),
                 scale_status: scale_status(class, r),
-                cloud_status: c.map_or_else(|| "unknown".into(), |c| c.cloud_status.to_string()),
+                cloud_status: c
+                    .map_or_else(|| "unknown".into(), |c| c.cloud_status.as_str().to_owned()),
                 version: Some(
                     s.metadata
                         .get_str("version")
@@ -211,7 +212,7 @@ pub fn group_report(
                 display_name: c.display_name.clone(),
                 instance_name: None,
                 scale_status: "unknown".into(),
-                cloud_status: c.cloud_status.to_string(),
+                cloud_status: c.cloud_status.as_str().to_owned(),
                 version: None,
                 is_shutting_down: false,
                 shutdown_complete: serde_json::Value::Bool(false),

@@ -1,7 +1,7 @@
 //! Fields of uncoloured text logs: the same text as `tracing_subscriber`'s `DefaultFields`,
 //! written straight to the line instead of through its colour painter. Every request's span
-//! formats its fields once, and without colour each name went through two empty paints and a
-//! formatting call of its own (about 2 500 instructions of a check-in's span).
+//! formats its fields once, and without colour each name still went through two empty paints
+//! and a formatting call of its own: 1 800 of the 5 150 instructions a check-in's span cost.
 
 use std::fmt;
 
