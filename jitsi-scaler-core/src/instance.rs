@@ -543,12 +543,6 @@ impl CloudStatus {
     }
 }
 
-impl Default for CloudStatus {
-    fn default() -> Self {
-        Self::new("")
-    }
-}
-
 impl std::ops::Deref for CloudStatus {
     type Target = str;
 
@@ -578,12 +572,6 @@ impl From<String> for CloudStatus {
 impl From<&str> for CloudStatus {
     fn from(text: &str) -> Self {
         Self::new(text)
-    }
-}
-
-impl From<CloudStatus> for String {
-    fn from(status: CloudStatus) -> Self {
-        status.text.into()
     }
 }
 
